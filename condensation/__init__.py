@@ -1,0 +1,24 @@
+"""condensation: reduce networks trained from small initialization by merging aligned neurons."""
+from condensation.api import condense
+from condensation.condense import (
+    assign_groups,
+    condense_variables,
+    cosine_similarity,
+    input_vectors,
+    merge_group,
+    split_unit,
+)
+from condensation.network import (
+    Network,
+    check_shapes,
+    count_flops,
+    count_params,
+    reduce_network,
+    widths_of,
+)
+
+__all__ = [
+    "condense", "assign_groups", "condense_variables", "cosine_similarity", "input_vectors",
+    "merge_group", "split_unit", "Network", "check_shapes", "count_flops", "count_params",
+    "reduce_network", "widths_of",
+]

@@ -1,0 +1,229 @@
+"""Condensation reduction: pure functions over Flax variable pytrees.
+
+For one :class:`~condensation.coupling.UnitGroup`:
+
+1. :func:`input_vectors` — each unit's input vector [n, d] (BatchNorm folded in);
+2. :func:`assign_groups` — greedy, deterministic grouping at cosine >= threshold, jitted, an
+   assignment vector [n] of static shape (unit -> index of its representative);
+3. :func:`merge_group` — keeps each group's representative and sums the group's outgoing
+   weights into it with ``segment_sum`` (static number of segments). Only the number of
+   groups crosses to the host.
+
+:func:`condense_variables` applies this to every group of a spec in order.
+:func:`split_unit` is the inverse (the embedding principle) and is what the tests use.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from condensation.coupling import Path, Producer, Slot, Spec, UnitGroup
+from condensation.models import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
+
+Variables = dict[str, Any]
+
+
+def get(tree: Variables, path: Path) -> jax.Array:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def set_paths(tree: Variables, updates: dict[Path, jax.Array]) -> Variables:
+    """Out-of-place update of nested dicts; untouched branches are shared, not copied."""
+    if not updates:
+        return tree
+    heads: dict[str, dict[Path, jax.Array]] = {}
+    for path, value in updates.items():
+        heads.setdefault(path[0], {})[path[1:]] = value
+    new = dict(tree)
+    for head, sub in heads.items():
+        new[head] = sub[()] if () in sub else set_paths(tree[head], sub)
+    return new
+
+
+def check_threshold(threshold: float) -> float:
+    threshold = float(threshold)
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1] (cosine similarity), got {threshold}")
+    return threshold
+
+
+def _producer_vectors(variables: Variables, p: Producer) -> jax.Array:
+    """[n, d]: the units' flattened kernel slices with the bias appended, BatchNorm folded."""
+    kernel = jnp.moveaxis(get(variables, p.kernel.path), p.kernel.axis, 0)
+    w = kernel.reshape(kernel.shape[0], -1)
+    b = get(variables, p.bias) if p.bias is not None else jnp.zeros(w.shape[0], w.dtype)
+    if p.bn is not None:
+        bn = p.bn
+        s = get(variables, bn.scale) / jnp.sqrt(get(variables, bn.var) + bn.eps)
+        w = w * s[:, None]
+        b = (b - get(variables, bn.mean)) * s + get(variables, bn.bias)
+    return jnp.concatenate([w, b[:, None]], axis=1)
+
+
+def input_vectors(variables: Variables, group: UnitGroup) -> jax.Array:
+    """[n, d]: concatenation over the group's producers of each unit's input vector."""
+    return jnp.concatenate([_producer_vectors(variables, p) for p in group.producers], axis=1)
+
+
+def cosine_similarity(vectors: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """[n, d] -> [n, n]. A zero vector has similarity 0 with everything."""
+    norms = jnp.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / jnp.maximum(norms, eps)
+    return unit @ unit.T
+
+
+@jax.jit
+def assign_groups(vectors: jax.Array, threshold: float) -> jax.Array:
+    """Greedy grouping in index order: [n, d] -> assignment [n] (index of representative).
+
+    Unit i, if not yet taken, becomes a representative and takes every untaken unit j > i with
+    cosine(i, j) >= threshold. Deterministic; the representative is the lowest index.
+    """
+    sim = cosine_similarity(vectors)
+    n = sim.shape[0]
+
+    def body(i, assign):
+        free = assign[i] < 0
+        take = free & (assign < 0) & (sim[i] >= threshold)
+        take = take.at[i].set(free)
+        return jnp.where(take, i, assign)
+
+    return jax.lax.fori_loop(0, n, body, jnp.full(n, -1, jnp.int32))
+
+
+def num_groups(assignment: jax.Array) -> int:
+    """The one host sync of a condensation step."""
+    return int(jnp.sum(assignment == jnp.arange(assignment.shape[0])))
+
+
+@functools.partial(jax.jit, static_argnames=("group", "n_groups", "homogeneous"))
+def merge_group(
+    variables: Variables,
+    assignment: jax.Array,
+    *,
+    group: UnitGroup,
+    n_groups: int,
+    homogeneous: bool = False,
+) -> Variables:
+    """Merge the units of ``group`` as given by ``assignment`` [n]; widths become ``n_groups``.
+
+    Producer arrays keep the representatives' slices. Consumer slices are summed per group
+    (``segment_sum``); with ``homogeneous`` (a positively homogeneous activation and a single
+    producer) each unit's slice is first scaled by |v_j| / |v_rep|, which makes the merge exact
+    for input vectors that are positive multiples of each other.
+    """
+    n = assignment.shape[0]
+    is_rep = assignment == jnp.arange(n)
+    rep_index = jnp.nonzero(is_rep, size=n_groups)[0]
+    segment = (jnp.cumsum(is_rep) - 1)[assignment]
+    scale = jnp.ones(n)
+    if homogeneous:
+        norms = jnp.linalg.norm(input_vectors(variables, group), axis=1)
+        scale = norms / jnp.maximum(norms[assignment], 1e-30)
+
+    updates: dict[Path, jax.Array] = {}
+    for slot in group.unit_slots:
+        updates[slot.path] = jnp.take(get(variables, slot.path), rep_index, axis=slot.axis)
+    for slot in group.consumers:
+        x = jnp.moveaxis(get(variables, slot.path), slot.axis, 0)
+        x = x * scale.reshape((n,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+        x = jax.ops.segment_sum(x, segment, num_segments=n_groups)
+        updates[slot.path] = jnp.moveaxis(x, 0, slot.axis)
+    return set_paths(variables, updates)
+
+
+def group_size(variables: Variables, group: UnitGroup) -> int:
+    k = group.producers[0].kernel
+    return get(variables, k.path).shape[k.axis]
+
+
+def is_homogeneous(activation: str, group: UnitGroup) -> bool:
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; allowed: {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return activation in POSITIVELY_HOMOGENEOUS and len(group.producers) == 1
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    name: str
+    before: int
+    after: int
+
+
+def condense_variables(
+    variables: Variables, spec: Spec, *, threshold: float, activation: str
+) -> tuple[Variables, tuple[GroupReport, ...]]:
+    """Condense every group of ``spec`` in order at cosine >= ``threshold``."""
+    threshold = check_threshold(threshold)
+    reports = []
+    for group in spec:
+        assignment = assign_groups(input_vectors(variables, group), threshold)
+        k = num_groups(assignment)
+        n = group_size(variables, group)
+        if k < n:
+            variables = merge_group(
+                variables, assignment, group=group, n_groups=k,
+                homogeneous=is_homogeneous(activation, group),
+            )
+        reports.append(GroupReport(group.name, n, k))
+    return variables, tuple(reports)
+
+
+def drop_units(variables: Variables, group: UnitGroup, keep: jax.Array) -> Variables:
+    """Structured pruning: keep the units ``keep`` [k] (indices) of ``group``, drop the rest."""
+    keep = jnp.asarray(keep)
+    updates = {
+        slot.path: jnp.take(get(variables, slot.path), keep, axis=slot.axis)
+        for slot in group.unit_slots + group.consumers
+    }
+    return set_paths(variables, updates)
+
+
+def split_unit(
+    variables: Variables,
+    group: UnitGroup,
+    unit: int,
+    fractions: np.ndarray,
+    scales: np.ndarray | None = None,
+) -> Variables:
+    """The embedding principle: split ``unit`` into ``len(fractions)`` copies.
+
+    Copy 0 stays in place, the others are appended at the end of the group. Copy k's outgoing
+    slice is ``fractions[k] / scales[k]`` times the original, so if ``sum(fractions) == 1`` the
+    network computes the same function. ``scales`` (> 0, default 1) multiply a copy's input
+    vector — exact only for positively homogeneous activations and one producer, where a
+    producer's folded output scales by c (the BatchNorm scale and bias, or kernel and bias).
+    """
+    fractions = np.asarray(fractions, np.float64)
+    scales = np.ones_like(fractions) if scales is None else np.asarray(scales, np.float64)
+    if np.any(scales != 1) and len(group.producers) != 1:
+        raise ValueError("scaled copies are defined for a group with one producer only")
+    updates: dict[Path, jax.Array] = {}
+
+    def extend(slot: Slot, factors) -> jax.Array:
+        arr = jnp.moveaxis(get(variables, slot.path), slot.axis, 0)
+        copies = [arr[unit] * jnp.asarray(f, arr.dtype) for f in factors]
+        arr = arr.at[unit].set(copies[0])
+        arr = jnp.concatenate([arr, jnp.stack(copies[1:])], axis=0)
+        return jnp.moveaxis(arr, 0, slot.axis)
+
+    scaled: set[Path] = set()
+    for p in group.producers:
+        if p.bn is not None:
+            scaled |= {p.bn.scale, p.bn.bias}
+        else:
+            scaled |= {p.kernel.path} | ({p.bias} if p.bias is not None else set())
+    for slot in group.unit_slots:
+        updates[slot.path] = extend(slot, scales if slot.path in scaled else np.ones_like(scales))
+    for slot in group.consumers:
+        updates[slot.path] = extend(slot, fractions / scales)
+    return set_paths(variables, updates)

@@ -1,0 +1,145 @@
+"""Files: networks as (network.json, variables.npz), atomic writes, the metrics log.
+
+A saved network is a folder with ``network.json`` (architecture, widths, options, plus any
+metadata the caller adds) and ``variables.npz`` whose keys are '/'-joined variable paths
+(``params/Dense_0/kernel``). Both are plain formats readable without this package.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from condensation.network import Network
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray | jax.Array):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+class MetricsLog:
+    """Append-only JSON lines; each line is flushed so a killed run keeps what it logged."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **record: Any) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+            f.flush()
+
+
+def flatten(variables: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        "/".join(str(k.key) for k in path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+    }
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *heads, last = key.split("/")
+        node = tree
+        for h in heads:
+            node = node.setdefault(h, {})
+        node[last] = value
+    return tree
+
+
+def save_network(folder: str | os.PathLike, net: Network, variables: dict[str, Any],
+                 **metadata: Any) -> None:
+    folder = Path(folder)
+    buf = io.BytesIO()
+    np.savez(buf, **flatten(variables))
+    atomic_write_bytes(folder / "variables.npz", buf.getvalue())
+    write_json(folder / "network.json", {**net.to_dict(), **metadata})
+
+
+def load_network(folder: str | os.PathLike) -> tuple[Network, dict[str, Any], dict[str, Any]]:
+    """Returns (network, variables as numpy arrays, the whole network.json)."""
+    folder = Path(folder)
+    meta_path, var_path = folder / "network.json", folder / "variables.npz"
+    for p in (meta_path, var_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is missing: a saved network is a folder with "
+                                    "network.json and variables.npz")
+    meta = json.loads(meta_path.read_text())
+    with np.load(var_path) as z:
+        variables = unflatten({k: z[k] for k in z.files})
+    return Network.from_dict(meta), variables, meta
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd or Path(__file__).parent, capture_output=True,
+                               text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, "
+            f"jax {jax.__version__} on {jax.default_backend()}")

@@ -1,0 +1,53 @@
+"""Figures made from the files of a run directory (curve.csv, summary.json) only."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from condensation.io import atomic_write_bytes  # noqa: E402
+
+
+def save_figure(fig, path: str | Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_size_vs_metric(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Size ratio versus metric, before and after fine-tuning, one point per round."""
+    run_dir = Path(run_dir)
+    rows = list(csv.DictReader((run_dir / "curve.csv").open()))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metric = summary["metric"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ratio = [float(r["size_ratio"]) for r in rows]
+    before = [float(r["metric_before_finetune"]) for r in rows]
+    after = [float(r["metric_after_finetune"]) for r in rows]
+    ax.plot(ratio, before, "o--", color="tab:orange", label="after condensation")
+    ax.plot(ratio, after, "o-", color="tab:blue", label="after fine-tuning")
+    for r, a, row in zip(ratio, after, rows, strict=True):
+        ax.annotate(f"τ={float(row['threshold']):g}", (r, a), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    ax.scatter([1.0], [summary["original_metric"]], marker="*", s=140, color="k", zorder=3,
+               label="original")
+    ax.axvline(summary["size_ratio"], color="gray", lw=0.8, ls=":",
+               label=f"published: {summary['size_ratio']:.1%}")
+    ax.set_xlabel("parameters / original parameters")
+    ax.set_ylabel(metric)
+    if summary.get("log_metric"):
+        ax.set_yscale("log")
+    ax.set_xlim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{summary.get('experiment', '')}: size versus {metric}")
+    out = Path(out) if out else run_dir / "size_vs_metric.png"
+    save_figure(fig, out)
+    return out

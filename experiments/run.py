@@ -1,0 +1,25 @@
+"""Entry point: ``python -m experiments.run +exp=NAME [key=value ...]`` (``-m`` to sweep)."""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from condensation.experiment import ConfigError, train_and_reduce
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        summary = train_and_reduce(container, HydraConfig.get().runtime.output_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return summary["reduced_metric_after_finetune"]
+
+
+if __name__ == "__main__":
+    main()
