@@ -366,6 +366,9 @@ def _finish(cfg, workdir: Path, task: Task, net: Network, meta, log: MetricsLog,
     if task.extra_eval is not None:
         summary["original_extra"] = orig.get("extra")
         summary["reduced_extra"] = reduced.get("extra")
+    if task.finalize is not None:
+        _, orig_vars, _ = load_network(workdir / "networks" / "original")
+        task.finalize(workdir, (net, orig_vars), (red_net, red_vars))
     write_csv(workdir / "curve.csv", meta["rows"], CURVE_COLUMNS)
     write_json(workdir / "summary.json", summary)
     plot_size_vs_metric(workdir)

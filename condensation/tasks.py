@@ -34,6 +34,8 @@ class Task:
     extra_eval: Callable[..., dict[str, Any]] | None = None
     # (network, variables) -> value to minimise when choosing the checkpoint; default: val loss
     selection: Callable[..., float] | None = None
+    # (workdir, (net, variables) original, (net, variables) reduced) -> None: task figures/exports
+    finalize: Callable[..., None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def better(self, a: float, b: float) -> bool:
