@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
+import flax
 import jax.numpy as jnp
 
 from condensation import coupling
@@ -14,7 +16,7 @@ _DENSE = re.compile(r"Dense_(\d+)")
 
 
 def _mlp_layers(params: dict[str, Any]) -> list[str]:
-    if not isinstance(params, dict) or not params:
+    if not isinstance(params, Mapping) or not params:
         raise ValueError("params must be a dict {'Dense_0': {'kernel', 'bias'}, ..., 'Dense_L': ...}")
     if "params" in params and len(params) == 1:
         raise ValueError("pass variables['params'], not the whole variables dict")
@@ -58,6 +60,7 @@ def condense(params: dict[str, Any], *, threshold: float, activation: str):
       ``widths_before``, ``widths_after`` (hidden widths), ``params_before``,
       ``params_after`` and ``size_ratio``.
     """
+    params = flax.core.unfreeze(params) if isinstance(params, flax.core.FrozenDict) else params
     names = _mlp_layers(params)
     spec = coupling.mlp_spec(len(names) - 1)
     new_vars, groups = condense_variables(

@@ -91,7 +91,8 @@ def assign_groups(vectors: jax.Array, threshold: float) -> jax.Array:
 
     def body(i, assign):
         free = assign[i] < 0
-        take = free & (assign < 0) & (sim[i] >= threshold)
+        # float32 puts the cosine of a vector with itself at 1 - 6e-8 or so: allow for it
+        take = free & (assign < 0) & (sim[i] >= threshold - 1e-6)
         take = take.at[i].set(free)
         return jnp.where(take, i, assign)
 
@@ -164,6 +165,10 @@ def condense_variables(
 ) -> tuple[Variables, tuple[GroupReport, ...]]:
     """Condense every group of ``spec`` in order at cosine >= ``threshold``."""
     threshold = check_threshold(threshold)
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; allowed: {', '.join(sorted(ACTIVATIONS))}"
+        )
     reports = []
     for group in spec:
         assignment = assign_groups(input_vectors(variables, group), threshold)

@@ -73,6 +73,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
         _fail("reduce.method", red.get("method"), ", ".join(sorted(REDUCERS)))
     if red.get("mode") not in ("manual", "auto"):
         _fail("reduce.mode", red.get("mode"), "manual, auto")
+    if red["mode"] == "manual" and not isinstance(red.get("thresholds"), list | tuple):
+        _fail("reduce.thresholds", red.get("thresholds"), "a list of cosine thresholds in (0, 1]")
     thresholds = red["thresholds"] if red["mode"] == "manual" else [red["auto"]["start"]]
     for t in thresholds:
         try:
@@ -81,8 +83,21 @@ def validate_config(cfg: dict[str, Any]) -> None:
             _fail("reduce.thresholds" if red["mode"] == "manual" else "reduce.auto.start", t,
                   "cosine thresholds in (0, 1]")
     for key in ("epochs", "batch_size"):
-        if not isinstance(train.get(key), int) or train[key] < (1 if key == "batch_size" else 0):
-            _fail(f"train.{key}", train.get(key), "a positive integer")
+        v = train.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            _fail(f"train.{key}", v, "a positive integer")
+    if not (isinstance(train.get("lr"), int | float) and train["lr"] > 0):
+        _fail("train.lr", train.get("lr"), "a positive number")
+    if red["mode"] == "auto":
+        auto = red["auto"]
+        if auto.get("tolerance_mode") not in ("relative", "absolute"):
+            _fail("reduce.auto.tolerance_mode", auto.get("tolerance_mode"), "relative, absolute")
+        if not (isinstance(auto.get("factor"), int | float) and auto["factor"] > 1):
+            _fail("reduce.auto.factor", auto.get("factor"), "a number > 1 (1 - tau grows by it)")
+        if not (isinstance(auto.get("min_threshold"), int | float) and 0 < auto["min_threshold"] <= 1):
+            _fail("reduce.auto.min_threshold", auto.get("min_threshold"), "a number in (0, 1]")
+        if not (isinstance(auto.get("max_rounds"), int) and auto["max_rounds"] >= 1):
+            _fail("reduce.auto.max_rounds", auto.get("max_rounds"), "an integer >= 1")
     if not isinstance(red.get("finetune_epochs"), int) or red["finetune_epochs"] < 0:
         _fail("reduce.finetune_epochs", red.get("finetune_epochs"), "an integer >= 0")
 
@@ -132,8 +147,12 @@ def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> None:
     """Refuse to resume a run directory that holds a run of another config."""
     old_path = workdir / "config.yaml"
     if cfg.get("fresh"):
-        for name in ("checkpoints", "networks"):
+        for name in ("checkpoints", "networks", "surrogate"):
             shutil.rmtree(workdir / name, ignore_errors=True)
+        for name in ("summary.json", "curve.csv", "size_vs_metric.png"):
+            (workdir / name).unlink(missing_ok=True)
+        if (workdir / "metrics.jsonl").exists():
+            (workdir / "metrics.jsonl").rename(workdir / f"metrics.{int(time.time())}.jsonl")
         return
     if not (workdir / "checkpoints").exists() or not old_path.exists():
         return
@@ -326,6 +345,7 @@ def _tolerance(rcfg: dict[str, Any], task: Task, original: float):
     else:
         bound = original - tol if task.higher_is_better else original + tol
     return (lambda v: v >= bound) if task.higher_is_better else (lambda v: v <= bound)
+
 
 
 def _finish(cfg, workdir: Path, task: Task, net: Network, meta, log: MetricsLog,

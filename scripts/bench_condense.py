@@ -29,7 +29,7 @@ def redundant_mlp(widths, in_dim, out_dim, fraction, noise, seed=0):
     params = MLP(widths, out_dim, "gelu", 0.5).init(jax.random.key(seed), jnp.ones((1, in_dim)))
     params = jax.tree.map(np.array, params["params"])
     for i, w in enumerate(widths):
-        layer, nxt = params[f"Dense_{i}"], params[f"Dense_{i + 1}"]
+        layer = params[f"Dense_{i}"]
         protos = rng.integers(0, max(1, int(fraction * w)), w)
         layer["kernel"] = layer["kernel"][:, protos] * (1 + noise * rng.standard_normal((1, w)))
         layer["kernel"] += noise * rng.standard_normal(layer["kernel"].shape) * np.abs(layer["kernel"]).mean()

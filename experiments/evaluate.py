@@ -1,0 +1,70 @@
+"""Evaluate a saved network on its experiment's test split.
+
+    python -m experiments.evaluate checkpoint=DIR [split=test]
+
+DIR is a saved network folder (network.json + variables.npz): ``<run>/networks/original``,
+``<run>/networks/reduced``, or a published ``results/<exp>/surrogate/<which>``. The run's
+``config.yaml`` is found in DIR or a parent folder and rebuilds the task (data are regenerated
+or read from the cache exactly as in training). Prints the metric and writes it, with the
+task's extra evaluation (combustion: a-priori and rollout errors), to DIR/evaluation.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from condensation.experiment import build_network
+from condensation.io import load_network, write_json
+from condensation.network import check_shapes, count_params
+from condensation.tasks import make_task
+from condensation.train import evaluate
+
+USAGE = "usage: python -m experiments.evaluate checkpoint=DIR [split=test|val]"
+
+
+def find_config(folder: Path) -> Path:
+    for d in (folder, *folder.parents):
+        if (d / "config.yaml").is_file():
+            return d / "config.yaml"
+    raise FileNotFoundError(f"no config.yaml in {folder} or any parent folder: evaluate a network "
+                            "saved by experiments.run (its run directory holds config.yaml)")
+
+
+def main(argv: list[str]) -> int:
+    args = dict(a.split("=", 1) for a in argv if "=" in a)
+    unknown = [a for a in argv if "=" not in a] + [k for k in args if k not in ("checkpoint", "split")]
+    if "checkpoint" not in args or unknown:
+        print(USAGE, file=sys.stderr)
+        return 2
+    split = args.get("split", "test")
+    if split not in ("test", "val"):
+        print(f"error: split={split!r}; allowed: test, val", file=sys.stderr)
+        return 2
+    folder = Path(args["checkpoint"])
+    try:
+        saved_net, variables, _ = load_network(folder)
+        cfg = yaml.safe_load(find_config(folder).read_text())
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    task = make_task(cfg["data"], int(cfg["seed"]), folder)
+    net = build_network(cfg["model"], task).with_widths(saved_net.widths)
+    check_shapes(net, variables, task.input_shape)
+    data = task.test if split == "test" else task.val
+    scores = evaluate(variables, data, module=net.module(), loss=task.loss,
+                      batch_size=int(cfg["train"].get("eval_batch_size", 4096)))
+    result = {"checkpoint": str(folder), "split": split, "metric": f"{split}_{task.metric}",
+              "value": scores[task.metric], "loss": scores["loss"], "widths": list(net.widths),
+              "params": count_params(variables)}
+    if task.extra_eval is not None:
+        result["extra"] = task.extra_eval(net, variables, split)
+    write_json(folder / "evaluation.json", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "extra"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

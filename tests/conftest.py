@@ -1,0 +1,61 @@
+"""Shared fixtures: configs composed with Hydra exactly as ``python -m experiments.run`` does."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# shared/ sits beside the work tree, here and in CI's fresh clone
+CHECK_RESULTS = ROOT.parent / "shared" / "tools" / "check-results"
+PYTHON = sys.executable
+
+# A toy run that takes a few seconds: 3 epochs (a checkpoint after each), then at most two
+# automatic rounds of condense -> 2 fine-tuning epochs. 7 calls of train_epoch when both rounds
+# are accepted, at least 5 in any case.
+TINY_TOY = [
+    "+exp=toy",
+    "model.widths=[8,8]",
+    "data.n_train=64",
+    "data.n_val=32",
+    "data.n_test=32",
+    "train.batch_size=32",
+    "train.epochs=3",
+    "train.checkpoint_every=1",
+    "reduce.finetune_epochs=2",
+    "reduce.auto.max_rounds=2",
+]
+
+
+def compose_config(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config as a plain dict, as experiments/run.py hands it to train_and_reduce."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="tests"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def check_results(folder: Path) -> None:
+    """Run shared/tools/check-results (the results contract) on a run directory."""
+    if not CHECK_RESULTS.exists():
+        pytest.skip(f"{CHECK_RESULTS} is not here")
+    result = subprocess.run([PYTHON, str(CHECK_RESULTS), str(folder)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[[list[str]], dict[str, Any]]:
+    """``compose_cfg(overrides) -> dict``."""
+    return compose_config
+
+
+@pytest.fixture
+def tiny_toy_cfg() -> dict[str, Any]:
+    """A fresh copy of the tiny toy config (tests may change it)."""
+    return compose_config(TINY_TOY)

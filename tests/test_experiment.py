@@ -1,0 +1,228 @@
+"""train_and_reduce on the tiny toy: resuming after an interruption, reruns, run-directory
+guards, automatic mode's rollback, and the saved networks against the summary."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import TINY_TOY, check_results, compose_config
+
+from condensation import experiment
+from condensation.experiment import ConfigError, train_and_reduce, validate_config
+from condensation.io import load_network
+from condensation.network import count_params
+from condensation.tasks import make_task
+from condensation.train import evaluate
+
+VOLATILE = {"wall_time_s", "commit", "time"}
+
+
+def stable(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in VOLATILE}
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def count_calls(monkeypatch, fail_on: int | None = None, error: type[BaseException] = KeyboardInterrupt):
+    """Wrap experiment.train_epoch: count its calls and raise ``error`` on call ``fail_on``."""
+    calls = []
+    real = experiment.train_epoch
+
+    def wrapped(*args, **kwargs):
+        calls.append(kwargs.get("epoch"))
+        if fail_on is not None and len(calls) == fail_on:
+            raise error(f"interrupted at call {fail_on}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_epoch", wrapped)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted tiny toy run: (config, run dir, summary, number of train_epoch calls)."""
+    cfg = compose_config(TINY_TOY)
+    workdir = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as mp:
+        calls = count_calls(mp)
+        summary = train_and_reduce(cfg, workdir)
+    return cfg, workdir, summary, len(calls)
+
+
+def test_reference_run_is_complete(reference):
+    cfg, workdir, summary, n_calls = reference
+    rows = list(csv.DictReader((workdir / "curve.csv").open()))
+    assert 1 <= len(rows) <= 2 and summary["rounds"] == len(rows)
+    # 3 training epochs, then 2 fine-tuning epochs per round
+    assert n_calls == cfg["train"]["epochs"] + cfg["reduce"]["finetune_epochs"] * len(rows)
+    assert summary == read_json(workdir / "summary.json")
+    assert yaml.safe_load((workdir / "config.yaml").read_text()) == cfg
+    check_results(workdir)
+
+
+def test_saved_networks_match_the_summary(reference):
+    """networks/original and networks/reduced reproduce the published numbers."""
+    cfg, workdir, summary, _ = reference
+    task = make_task(cfg["data"], cfg["seed"], workdir)
+    for which, params, widths, metric in [
+        ("original", "original_params", "widths_before", "original_metric"),
+        ("reduced", "reduced_params", "widths_after", "reduced_metric_after_finetune"),
+    ]:
+        net, variables, _ = load_network(workdir / "networks" / which)
+        assert list(net.widths) == summary[widths], which
+        assert count_params(variables) == summary[params], which
+        test = evaluate(variables, task.test, module=net.module(), loss=task.loss)
+        assert test[task.metric] == pytest.approx(summary[metric], rel=1e-5), which
+    assert summary["size_ratio"] == pytest.approx(summary["reduced_params"] / summary["original_params"])
+
+
+# calls 1-3 train the original (a checkpoint after each); 4-5 fine-tune round 0
+@pytest.mark.parametrize("interrupt_at", [2, 5], ids=["during-training", "during-finetuning"])
+def test_resume_after_interruption_gives_the_same_result(reference, tmp_path, monkeypatch, interrupt_at):
+    cfg, ref_dir, ref_summary, ref_calls = reference
+    workdir = tmp_path / "run"
+
+    calls = count_calls(monkeypatch, fail_on=interrupt_at)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_reduce(cfg, workdir)
+    assert len(calls) == interrupt_at
+    assert not (workdir / "summary.json").exists()
+
+    calls = count_calls(monkeypatch)
+    summary = train_and_reduce(cfg, workdir)
+
+    # every finished epoch was checkpointed: only the interrupted one and those after it run again
+    assert len(calls) == ref_calls - (interrupt_at - 1)
+    assert stable(summary) == stable(ref_summary)
+    assert stable(read_json(workdir / "summary.json")) == stable(read_json(ref_dir / "summary.json"))
+    assert (workdir / "curve.csv").read_text() == (ref_dir / "curve.csv").read_text()
+    events = [json.loads(line)["event"] for line in (workdir / "metrics.jsonl").open()]
+    assert events.count("resume") == 1 and events.count("done") == 1
+
+
+def test_rerun_of_a_finished_run_does_not_train(reference, monkeypatch):
+    cfg, workdir, ref_summary, _ = reference
+    curve = (workdir / "curve.csv").read_text()
+    calls = count_calls(monkeypatch, fail_on=1, error=AssertionError)  # any training fails
+    summary = train_and_reduce(cfg, workdir)
+    assert calls == []
+    assert stable(summary) == stable(ref_summary)
+    assert (workdir / "curve.csv").read_text() == curve
+
+
+def test_other_config_in_the_same_directory_is_refused(reference, tmp_path, monkeypatch):
+    cfg, ref_dir, ref_summary, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    config_text = (workdir / "config.yaml").read_text()
+
+    other = compose_config([*TINY_TOY, "data.n_train=48", "seed=1"])
+    calls = count_calls(monkeypatch)
+    with pytest.raises(ConfigError, match=r"different config \(differs in: data, seed\).*fresh=true"):
+        train_and_reduce(other, workdir)
+    assert calls == []
+    assert (workdir / "config.yaml").read_text() == config_text
+    assert stable(read_json(workdir / "summary.json")) == stable(ref_summary)
+
+    other["fresh"] = True
+    summary = train_and_reduce(other, workdir)
+    assert calls, "fresh=true must start over"
+    assert summary["seed"] == 1
+    assert yaml.safe_load((workdir / "config.yaml").read_text()) == other
+    # a fresh run keeps its directory: the same config (fresh or not) resumes it
+    other["fresh"] = False
+    calls.clear()
+    assert stable(train_and_reduce(other, workdir)) == stable(summary)
+    assert calls == []
+
+
+def test_interrupted_fresh_run_leaves_no_stale_results(reference, tmp_path, monkeypatch):
+    _, ref_dir, _, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    other = compose_config([*TINY_TOY, "seed=1", "fresh=true"])
+    count_calls(monkeypatch, fail_on=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_reduce(other, workdir)
+    assert yaml.safe_load((workdir / "config.yaml").read_text())["seed"] == 1
+    stale = [f for f in ("summary.json", "curve.csv", "size_vs_metric.png") if (workdir / f).exists()]
+    assert not stale, f"results of the previous run (seed 0) left beside a seed-1 config: {stale}"
+
+
+def test_auto_mode_rolls_back_a_rejected_round(tmp_path):
+    # relative tolerance -1: the validation loss would have to drop to 0 (100 % better)
+    cfg = compose_config([*TINY_TOY, "reduce.auto.tolerance=-1.0", "reduce.auto.tolerance_mode=relative"])
+    summary = train_and_reduce(cfg, tmp_path)
+
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert len(rows) == 1 and rows[0]["accepted"] == "False" and rows[0]["round"] == "0"
+    assert float(rows[0]["size_ratio"]) < 1.0  # the round did shrink the network
+    assert summary["size_ratio"] == 1.0
+    assert summary["reduced_params"] == summary["original_params"]
+    assert summary["widths_after"] == summary["widths_before"]
+    assert summary["accepted_round"] is None and summary["rounds"] == 1
+    assert summary["reduced_metric_after_finetune"] == summary["original_metric"]
+    net_o, vars_o, _ = load_network(tmp_path / "networks" / "original")
+    net_r, vars_r, _ = load_network(tmp_path / "networks" / "reduced")
+    assert net_r.widths == net_o.widths
+    assert count_params(vars_r) == count_params(vars_o)
+    check_results(tmp_path)
+
+
+def test_manual_mode_accepts_every_round(tmp_path):
+    cfg = compose_config([*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=[0.999,0.9]",
+                          "reduce.finetune_epochs=0"])
+    summary = train_and_reduce(cfg, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert [r["threshold"] for r in rows] == ["0.999", "0.9"]
+    assert all(r["accepted"] == "True" for r in rows)
+    assert summary["accepted_round"] == 1 and summary["threshold"] == 0.9
+    # a lower threshold merges at least as much, and no fine-tuning changes nothing
+    assert int(rows[1]["params"]) <= int(rows[0]["params"]) <= summary["original_params"]
+    assert summary["reduced_params"] == int(rows[1]["params"])
+    for r in rows:
+        assert r["metric_before_finetune"] == r["metric_after_finetune"]
+
+
+def test_zero_epochs_is_refused_or_works(tmp_path):
+    cfg = compose_config([*TINY_TOY, "train.epochs=0"])
+    try:
+        train_and_reduce(cfg, tmp_path)
+    except ConfigError as e:
+        assert "train.epochs" in str(e)
+        assert not (tmp_path / "config.yaml").exists()
+
+
+def test_scalar_thresholds_are_a_config_error():
+    cfg = compose_config([*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=0.9"])
+    with pytest.raises(ConfigError, match="reduce.thresholds"):
+        validate_config(cfg)
+
+
+def test_unknown_tolerance_mode_is_a_config_error():
+    cfg = compose_config([*TINY_TOY, "reduce.auto.tolerance_mode=relatve"])
+    with pytest.raises(ConfigError, match="reduce.auto.tolerance_mode"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.widths=[4,0]", "model.widths"),
+    ("model.widths=[]", "model.widths"),
+    ("model.arch=transformer", "model.arch"),
+    ("model.activation=foo", "model.activation"),
+    ("reduce.method=bogus", "reduce.method"),
+    ("reduce.mode=sometimes", "reduce.mode"),
+    ("reduce.auto.start=1.5", "reduce.auto.start"),
+    ("reduce.finetune_epochs=-1", "reduce.finetune_epochs"),
+    ("train.batch_size=0", "train.batch_size"),
+])
+def test_invalid_config_is_refused_before_any_work(tmp_path, override, key):
+    cfg = compose_config([*TINY_TOY, override])
+    with pytest.raises(ConfigError, match=f"invalid config: {key}="):
+        train_and_reduce(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
