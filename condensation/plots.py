@@ -38,8 +38,13 @@ def plot_size_vs_metric(run_dir: str | Path, out: str | Path | None = None) -> P
                     xytext=(4, 4), fontsize=7)
     ax.scatter([1.0], [summary["original_metric"]], marker="*", s=140, color="k", zorder=3,
                label="original")
+    rejected = [i for i, row in enumerate(rows) if row.get("accepted") == "False"]
+    if rejected:
+        ax.scatter([ratio[i] for i in rejected], [after[i] for i in rejected], s=120,
+                   facecolors="none", edgecolors="tab:red", zorder=4,
+                   label="rejected (over tolerance): rolled back")
     ax.axvline(summary["size_ratio"], color="gray", lw=0.8, ls=":",
-               label=f"published: {summary['size_ratio']:.1%}")
+               label=f"result: {summary['size_ratio']:.1%} of the parameters")
     ax.set_xlabel("parameters / original parameters")
     ax.set_ylabel(metric)
     if summary.get("log_metric"):
