@@ -17,6 +17,8 @@ import numpy as np
 
 from condensation import coupling
 from condensation.condense import Variables, condense_variables, get
+from condensation.mobilenet import build as _mobilenetv2
+from condensation.mobilenet import mobilenetv2_spec
 from condensation.models import CNN, MLP, ResidualCNN, check_widths
 
 
@@ -54,6 +56,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         "residual_cnn", _rescnn,
         lambda widths, *, tie_stream=True, **_: coupling.residual_cnn_spec(len(widths) - 1, tie_stream),
     ),
+    "mobilenetv2": Architecture("mobilenetv2", _mobilenetv2, mobilenetv2_spec, "num_classes"),
 }
 
 

@@ -24,6 +24,8 @@ TINY = {
                    "data.n_perturb=1", "data.workers=1", "data.cache_dir={tmp}/cache",
                    "data.rollout.n_val=1", "data.rollout.n_test=1", "data.rollout.max_steps=200",
                    "train.batch_size=32", "train.select_every=1", "reduce.thresholds=[0.9]"],
+    "cifar10": ["data.n_train=256", "data.n_val=128", "data.n_test=128",
+                "reduce.auto.max_rounds=1"],
 }
 SMOKE = ["train.epochs=1", "reduce.finetune_epochs=1"]
 

@@ -1,0 +1,276 @@
+"""MobileNetV2 for 32x32 inputs (torchvision's layout, 10-class head) and its coupling spec.
+
+Layout: stem conv 3x3 -> BN -> act; inverted residual blocks, each
+``[expand 1x1 -> BN -> act] -> depthwise 3x3 -> BN -> act -> project 1x1 -> BN (linear)``,
+added to its input when the block is not the first of its stage; head conv 1x1 -> BN -> act;
+global average pool; Dense classifier. Convolutions have no bias (a BatchNorm follows each).
+torchvision's dropout before the classifier is left out (the train step passes no dropout rng).
+
+Stages are torchvision's ``(t, c, n, s)``: expansion ratio, output channels, blocks, stride of the
+first block. Block ``b`` (0..16 at the default) names its layers ``b{b}_expand``, ``b{b}_dw``,
+``b{b}_project`` (BatchNorms: the same name + ``_bn``); the rest are ``stem_conv``/``stem_bn``,
+``head_conv``/``head_bn`` and ``classifier``.
+
+**Widths** (what condensation changes; one entry per group of :func:`mobilenetv2_spec`, in order):
+
+- ``stem``: the stem's output channels. Block 0 has t = 1 (no expansion conv): its depthwise
+  filters act on these channels, so they form one group with the stem, like an expansion group.
+- one hidden (expansion) width per block with an expansion conv (t != 1; blocks 1..16): the
+  channels of ``expand -> BN -> act -> depthwise -> BN -> act`` — the main target.
+- ``head``: the head conv's channels (1280), read by the classifier.
+- optionally, one bottleneck ("stream") width per stage: the projection outputs of the stage,
+  tied through its residual additions. Merged only with the spec option ``tie_stream``; without
+  them in ``widths`` they are the stages' ``c``.
+
+So ``widths`` has ``2 + n_expanding_blocks`` entries (18 at the default) or that plus
+``n_stages`` (25): see :func:`default_widths`.
+
+Depthwise convolution is :class:`DepthwiseConv3x3`, nine shifted multiply-adds with the usual
+``(3, 3, 1, C)`` kernel: XLA's grouped convolution is 4-5x slower on CPU (docs/measurements.md).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from condensation import coupling
+from condensation.coupling import Producer, Slot, UnitGroup
+from condensation.models import activation as get_activation
+from condensation.models import check_widths, scaled_normal
+
+# torchvision's inverted residual setting: (expansion t, channels c, repeats n, stride s)
+TORCHVISION_STAGES: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+
+
+class DepthwiseConv3x3(nn.Module):
+    """Depthwise 3x3 convolution, padding 1, no bias: x [N, H, W, C] -> [N, H', W', C].
+
+    H' = ceil(H / stride). The param ``kernel`` [3, 3, 1, C] is the one
+    ``nn.Conv(C, (3, 3), strides=stride, padding=1, feature_group_count=C, use_bias=False)``
+    would hold, and the output is the same; computed as nine strided slices of the padded input
+    times one kernel tap each, which XLA runs several times faster on CPU than a grouped conv.
+    """
+
+    stride: int = 1
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.stride not in (1, 2):
+            raise ValueError(f"DepthwiseConv3x3 supports stride 1 or 2, got {self.stride}")
+        c = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (3, 3, 1, c))
+        s = self.stride
+        _, h, w, _ = x.shape
+        ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = None
+        for i in range(3):
+            for j in range(3):
+                tap = xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :] * kernel[i, j, 0]
+                out = tap if out is None else out + tap
+        return out
+
+
+@dataclass(frozen=True)
+class Block:
+    """One inverted residual block, from the stage layout alone (never from the widths)."""
+
+    index: int
+    stage: int
+    expand: bool     # has an expansion conv (t != 1)
+    stride: int
+    residual: bool   # adds its input: every block of a stage but the first
+
+
+def blocks_of(stages: Sequence[Sequence[int]], strides: Sequence[int] | None = None) -> tuple[Block, ...]:
+    stages = _check_stages(stages)
+    if strides is not None:
+        strides = tuple(int(s) for s in strides)
+        if len(strides) != len(stages) or any(s not in (1, 2) for s in strides):
+            raise ValueError(
+                f"strides must hold one stride (1 or 2) per stage ({len(stages)}), got {list(strides)}"
+            )
+    out = []
+    for k, (t, _, n, s) in enumerate(stages):
+        for i in range(n):
+            stride = (strides[k] if strides is not None else s) if i == 0 else 1
+            out.append(Block(len(out), k, t != 1, stride, i > 0))
+    if any(not b.expand for b in out[1:]):
+        raise ValueError("only the first block may have expansion ratio t = 1 (as in torchvision)")
+    return tuple(out)
+
+
+def _check_stages(stages) -> tuple[tuple[int, int, int, int], ...]:
+    stages = tuple(tuple(int(v) for v in st) for st in stages)
+    if not stages or any(len(st) != 4 or min(st) < 1 for st in stages):
+        raise ValueError(f"stages must be a list of (t, c, n, s) positive integers, got {stages}")
+    return stages
+
+
+def default_widths(stages: Sequence[Sequence[int]] = TORCHVISION_STAGES, *, stem: int = STEM_CHANNELS,
+                   head: int = HEAD_CHANNELS, with_streams: bool = False) -> tuple[int, ...]:
+    """torchvision's widths: ``(stem, hidden of each expanding block (in * t), head[, streams])``."""
+    stages = _check_stages(stages)
+    hidden, cin = [], stem
+    for t, c, n, _ in stages:
+        for _ in range(n):
+            if t != 1:
+                hidden.append(cin * t)
+            cin = c
+    streams = tuple(c for _, c, _, _ in stages) if with_streams else ()
+    return (stem, *hidden, head, *streams)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """``widths`` read per layer: hidden[b] is None for a block without expansion conv."""
+
+    stem: int
+    hidden: tuple[int | None, ...]
+    head: int
+    streams: tuple[int, ...]
+    has_streams: bool  # the stream widths were given in ``widths``
+
+
+def parse_widths(widths: Sequence[int], stages: Sequence[Sequence[int]] = TORCHVISION_STAGES) -> Layout:
+    stages = _check_stages(stages)
+    widths = check_widths(widths)
+    blocks = blocks_of(stages)
+    n_exp = sum(b.expand for b in blocks)
+    base = 2 + n_exp
+    if len(widths) not in (base, base + len(stages)):
+        raise ValueError(
+            f"mobilenetv2 widths must have {base} entries (stem, {n_exp} expansion widths, head) or "
+            f"{base + len(stages)} (the same plus {len(stages)} stage stream widths), got "
+            f"{len(widths)}: {list(widths)}"
+        )
+    it = iter(widths[1:1 + n_exp])
+    hidden = tuple(next(it) if b.expand else None for b in blocks)
+    has_streams = len(widths) > base
+    streams = widths[base:] if has_streams else tuple(c for _, c, _, _ in stages)
+    return Layout(widths[0], hidden, widths[1 + n_exp], tuple(streams), has_streams)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 x [N, H, W, 3] -> logits [N, num_classes]; widths as in the module docstring.
+
+    ``stem_stride`` 2 and torchvision's stage strides take 32x32 inputs to 1x1 before the head:
+    the fast choice on CPU (measurements.md); ``strides`` overrides the stages' strides.
+    """
+
+    widths: Sequence[int]
+    num_classes: int
+    activation: str = "relu6"
+    gamma: float = 1.0
+    stem_stride: int = 2
+    strides: Sequence[int] | None = None
+    stages: Sequence[Sequence[int]] = TORCHVISION_STAGES
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = get_activation(self.activation)
+        init = scaled_normal(self.gamma)
+        lay = parse_widths(self.widths, self.stages)
+        blocks = blocks_of(self.stages, self.strides)
+
+        def bn(name):
+            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+        def conv1x1(c, name):
+            return nn.Conv(c, (1, 1), use_bias=False, kernel_init=init, name=name)
+
+        x = nn.Conv(lay.stem, (3, 3), strides=self.stem_stride, padding=1, use_bias=False,
+                    kernel_init=init, name="stem_conv")(x)
+        x = act(bn("stem_bn")(x))
+        for blk in blocks:
+            p = f"b{blk.index}_"
+            y = x
+            if blk.expand:
+                y = act(bn(p + "expand_bn")(conv1x1(lay.hidden[blk.index], p + "expand")(y)))
+            y = DepthwiseConv3x3(blk.stride, kernel_init=init, name=p + "dw")(y)
+            y = act(bn(p + "dw_bn")(y))
+            y = bn(p + "project_bn")(conv1x1(lay.streams[blk.stage], p + "project")(y))
+            x = x + y if blk.residual else y
+        x = act(bn("head_bn")(conv1x1(lay.head, "head_conv")(x)))
+        x = x.mean(axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(x)
+
+
+def build(widths, *, num_classes, activation="relu6", gamma=1.0, stem_stride=2, strides=None,
+          stages=TORCHVISION_STAGES) -> MobileNetV2:
+    """The ``mobilenetv2`` architecture's builder (options as stored in network.json)."""
+    stages = _check_stages(stages)
+    strides = None if strides is None else tuple(int(s) for s in strides)
+    blocks_of(stages, strides)  # fail here, not inside init
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+    parse_widths(widths, stages)
+    return MobileNetV2(widths=check_widths(widths), num_classes=int(num_classes),
+                       activation=activation, gamma=float(gamma), stem_stride=int(stem_stride),
+                       strides=strides, stages=stages)
+
+
+def _conv_bn(conv: str, bn: str) -> Producer:
+    return coupling.conv_bn(conv, bn, bias=False)
+
+
+def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = False, **_) -> coupling.Spec:
+    """Coupling spec; its groups are in the order of ``widths`` (see the module docstring).
+
+    - ``stem``: producers stem conv+BN and block 0's depthwise+BN; consumer block 0's projection.
+    - ``b{b}_hidden``: producers the expansion conv+BN **and** the depthwise filter+BN (a channel
+      is the whole path expand -> BN -> act -> depthwise -> BN -> act: both stages must agree for
+      the merge to be exact); consumer the projection's input slices.
+    - ``head``: producer head conv+BN; consumer the classifier's rows.
+    - with ``tie_stream``, ``stage{k}_stream``: producers every projection conv+BN of stage k (the
+      first block creates the stream, the others add into it); consumers the expansion inputs of
+      the stage's other blocks and the next stage's first block (or the head conv). Without it
+      the stream channels are left alone, which is always safe.
+    """
+    stages = _check_stages(stages)
+    lay = parse_widths(widths, stages)
+    if lay.has_streams and not tie_stream:
+        raise ValueError(
+            "these mobilenetv2 widths include the stage stream widths (their stream channels were "
+            "condensed with tie_stream); condense them with spec option tie_stream=true"
+        )
+    blocks = blocks_of(stages)
+    if blocks[0].expand:
+        stem_group = UnitGroup("stem", (_conv_bn("stem_conv", "stem_bn"),),
+                               (coupling.conv_in("b0_expand"),))
+    else:
+        stem_group = UnitGroup("stem", (_conv_bn("stem_conv", "stem_bn"), _conv_bn("b0_dw", "b0_dw_bn")),
+                               (coupling.conv_in("b0_project"),))
+    groups = [stem_group]
+    for b in blocks:
+        if b.expand:
+            p = f"b{b.index}_"
+            groups.append(UnitGroup(
+                p + "hidden",
+                (_conv_bn(p + "expand", p + "expand_bn"), _conv_bn(p + "dw", p + "dw_bn")),
+                (coupling.conv_in(p + "project"),),
+            ))
+    groups.append(UnitGroup("head", (_conv_bn("head_conv", "head_bn"),),
+                            (Slot(("params", "classifier", "kernel"), 0),)))
+    if tie_stream:
+        for k in range(len(stages)):
+            members = [b for b in blocks if b.stage == k]
+            nxt = next((b for b in blocks if b.stage == k + 1), None)
+            readers = [f"b{b.index}_expand" for b in members[1:]]
+            readers.append(f"b{nxt.index}_expand" if nxt is not None else "head_conv")
+            groups.append(UnitGroup(
+                f"stage{k}_stream",
+                tuple(_conv_bn(f"b{b.index}_project", f"b{b.index}_project_bn") for b in members),
+                tuple(coupling.conv_in(r) for r in readers),
+            ))
+    return tuple(groups)
