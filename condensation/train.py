@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 Batch = tuple[jax.Array, jax.Array]
@@ -137,6 +139,17 @@ def eval_step(variables: dict[str, Any], batch: Batch, mask: jax.Array, *, modul
     return sums
 
 
+def data_parallel() -> tuple[NamedSharding, NamedSharding]:
+    """(batch, replicated) shardings over every local device: a mesh with one ``batch`` axis.
+
+    Batches are split along their first axis, parameters and optimizer state replicated; jit
+    then inserts the gradient all-reduce. On one device both are trivial and the code path is
+    the same.
+    """
+    mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+    return NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -147,17 +160,23 @@ def train_epoch(state: TrainState, data: tuple[np.ndarray, np.ndarray], *, modul
                 desc: str = "train") -> tuple[TrainState, dict[str, float]]:
     x, y = data
     n = len(x)
-    bs = min(batch_size, n)
+    batch_sharding, replicated = data_parallel()
+    devices = jax.device_count()
+    bs = min(batch_size, n) // devices * devices  # every device gets an equal share
+    if bs == 0:
+        raise ValueError(f"batch size {batch_size} with {n} samples cannot be split over "
+                         f"{devices} devices")
     order = epoch_order(n, seed, epoch)
     steps = n // bs
+    state = jax.device_put(state, replicated)
     total, last = 0.0, None
     # a bar per epoch only where an epoch is long enough to watch; callers show epochs
     bar = tqdm(range(steps), desc=f"{desc} epoch {epoch}", leave=False, mininterval=2,
                disable=steps < 200)
     for i in bar:
         idx = order[i * bs:(i + 1) * bs]
-        state, m = train_step(state, (jnp.asarray(x[idx]), jnp.asarray(y[idx])),
-                              module=module, tx=tx, loss=loss, augment=augment)
+        batch = jax.device_put((x[idx], y[idx]), batch_sharding)
+        state, m = train_step(state, batch, module=module, tx=tx, loss=loss, augment=augment)
         total += m["loss"] if i % 50 else float(m["loss"])  # an occasional sync bounds the queue
         last = m
     train_loss = float(total) / max(steps, 1)
