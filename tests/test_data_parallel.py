@@ -29,7 +29,7 @@ for epoch in range(3):
     losses.append(m["train_loss"])
 kernel = np.asarray(state.params["Dense_1"]["kernel"])
 print(json.dumps({"devices": jax.device_count(), "losses": losses, "kernel": kernel.tolist(),
-                  "sharding": str(state.params["Dense_1"]["kernel"].sharding)}))
+                  "sharding": str(getattr(state.params["Dense_1"]["kernel"].sharding, "spec", "-"))}))
 """
 
 
@@ -53,4 +53,4 @@ def test_two_devices_match_one_device():
         assert abs(a - b) < 1e-4 * max(1.0, abs(a))
     assert np.allclose(np.array(one["kernel"]), np.array(two["kernel"]), atol=1e-4)
     # parameters stay replicated: nothing in their sharding mentions the batch axis
-    assert "'batch'" not in two["sharding"], two["sharding"]
+    assert "batch" not in two["sharding"], two["sharding"]
