@@ -18,6 +18,11 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:
+        print(f"error: {e}; checkpoints of the epochs before it are kept in the run directory "
+              "(to change train.lr or train.grad_clip, rerun with fresh=true or another "
+              "hydra.run.dir)", file=sys.stderr)
+        sys.exit(3)
     return summary["reduced_metric_after_finetune"]
 
 
