@@ -143,8 +143,12 @@ class Checkpoints:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
-def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> None:
-    """Refuse to resume a run directory that holds a run of another config."""
+def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> bool:
+    """Refuse to resume a run directory that holds a run of another config.
+
+    A run that differs only in ``reduce`` may continue: its trained original is kept and the
+    reduction starts over with the new settings. Returns whether that is the case.
+    """
     old_path = workdir / "config.yaml"
     if cfg.get("fresh"):
         for name in ("checkpoints", "networks", "surrogate"):
@@ -153,17 +157,19 @@ def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> None:
             (workdir / name).unlink(missing_ok=True)
         if (workdir / "metrics.jsonl").exists():
             (workdir / "metrics.jsonl").rename(workdir / f"metrics.{int(time.time())}.jsonl")
-        return
+        return False
     if not (workdir / "checkpoints").exists() or not old_path.exists():
-        return
+        return False
     old = yaml.safe_load(old_path.read_text())
     ignore = {"fresh"}
     diff = [k for k in sorted(set(old) | set(cfg)) if k not in ignore and old.get(k) != cfg.get(k)]
-    if diff:
+    if diff and diff != ["reduce"]:
         raise ConfigError(
             f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
-            "choose another hydra.run.dir, or pass fresh=true to start this directory over"
+            "choose another hydra.run.dir, or pass fresh=true to start this directory over "
+            "(a run that differs only in reduce.* keeps its trained network and reduces anew)"
         )
+    return diff == ["reduce"]
 
 
 def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
@@ -173,7 +179,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
     validate_config(cfg)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_run_dir(workdir, cfg)
+    reduce_anew = _check_run_dir(workdir, cfg)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     seed = int(cfg["seed"])
     task = make_task(cfg["data"], seed, workdir)
@@ -212,6 +218,16 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
         log.log(event="start", network=net.to_dict(), params=None)
     else:
         log.log(event="resume", phase=meta["phase"], epoch=meta["epoch"], round=meta["round"])
+        # the reduction settings the checkpoint was made with (older checkpoints: config.yaml's)
+        changed = meta.get("reduce_cfg", None if reduce_anew else rcfg) != rcfg
+        if changed and meta["phase"] != "train":
+            # new reduction settings: start the rounds over from the trained original
+            _, original_vars, _ = load_network(nets / "original")
+            save_network(nets / "reduced", net, original_vars, metrics=meta["original"], round=None)
+            meta.update(phase="reduce", round=0, rows=[], round_state=None, accepted_round=None,
+                        reduced=meta["original"])
+            log.log(event="reduce_anew", reduce=rcfg)
+    meta["reduce_cfg"] = rcfg
     elapsed0 = meta["elapsed_s"]
 
     def save(state: TrainState) -> None:

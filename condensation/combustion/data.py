@@ -492,6 +492,10 @@ def generate(
             results[split][i] = r
             bar.update()
     else:
+        # Under a joblib (loky) worker the global start method is "loky", which spawned children
+        # cannot set: they would crash and be respawned forever. Make it a real one first.
+        if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
+            multiprocessing.set_start_method("spawn", force=True)
         with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
             for split, i, r in pool.imap_unordered(_run_task, tasks):
                 results[split][i] = r
