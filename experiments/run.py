@@ -1,6 +1,7 @@
 """Entry point: ``python -m experiments.run +exp=NAME [key=value ...]`` (``-m`` to sweep)."""
 from __future__ import annotations
 
+import hashlib
 import sys
 
 import hydra
@@ -8,6 +9,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from condensation.experiment import ConfigError, train_and_reduce
+
+
+def safe_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides: no '/', at most 120 characters."""
+    name = overrides.replace("/", "_") or "default"
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return name
+
+
+OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

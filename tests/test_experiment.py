@@ -226,3 +226,21 @@ def test_invalid_config_is_refused_before_any_work(tmp_path, override, key):
     with pytest.raises(ConfigError, match=f"invalid config: {key}="):
         train_and_reduce(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_new_reduce_settings_keep_the_trained_original(reference, tmp_path):
+    """Only reduce.* changed: no training again; the rounds start over from the original and
+    end where a run made with those settings from the start ends."""
+    cfg, ref_dir, _, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    new = compose_config([*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=[0.9]"])
+    with pytest.MonkeyPatch.context() as mp:
+        calls = count_calls(mp)
+        summary = train_and_reduce(new, workdir)
+    assert calls == list(range(new["reduce"]["finetune_epochs"]))  # fine-tuning only
+    direct = train_and_reduce(new, tmp_path / "direct")
+    assert stable(summary) == stable(direct)
+    assert (workdir / "curve.csv").read_text() == (tmp_path / "direct" / "curve.csv").read_text()
+    events = [json.loads(line)["event"] for line in (workdir / "metrics.jsonl").open()]
+    assert "reduce_anew" in events
