@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from condensation.condense import check_threshold
 from condensation.io import (
     MetricsLog,
+    atomic_write_text,
     git_commit,
     load_network,
     machine,
@@ -180,10 +181,16 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     reduce_anew = _check_run_dir(workdir, cfg)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     seed = int(cfg["seed"])
-    task = make_task(cfg["data"], seed, workdir)
+    try:
+        task = make_task(cfg["data"], seed, workdir)
+    except ConfigError:
+        raise
+    except (ValueError, FileNotFoundError) as e:  # a missing mechanism, data folder, bad arrays
+        raise ConfigError(f"data ({cfg['data'].get('name')}): {e}") from e
     net = build_network(cfg["model"], task)
+    # written only once the data are known to be usable: a bad value overwrites nothing
+    atomic_write_text(workdir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     log = MetricsLog(workdir / "metrics.jsonl")
     ckpt = Checkpoints(workdir / "checkpoints")
     tcfg, rcfg = cfg["train"], cfg["reduce"]

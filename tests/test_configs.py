@@ -83,3 +83,15 @@ def test_command_line_refuses_invalid_values(tmp_path, override, key):
     assert "Traceback" not in result.stderr, result.stderr
     assert not list(tmp_path.rglob("summary.json"))
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_missing_mechanism_is_refused_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [PYTHON, "-m", "experiments.run", "+exp=combustion", "data.mechanism=no_such_mech.yaml",
+         f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no_such_mech.yaml" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()
