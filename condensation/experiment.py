@@ -222,9 +222,10 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
     if meta is None:
         meta = {"phase": "train", "epoch": 0, "elapsed_s": 0.0, "best": None, "round": 0,
                 "rows": [], "round_state": None, "accepted_round": None}
-        log.log(event="start", network=net.to_dict(), params=None)
+        log.log(event="start", network=net.to_dict(), commit=git_commit())
     else:
-        log.log(event="resume", phase=meta["phase"], epoch=meta["epoch"], round=meta["round"])
+        log.log(event="resume", phase=meta["phase"], epoch=meta["epoch"], round=meta["round"],
+                commit=git_commit())
         # the reduction settings the checkpoint was made with (older checkpoints: config.yaml's)
         changed = meta.get("reduce_cfg", None if reduce_anew else rcfg) != rcfg
         if changed and meta["phase"] != "train":

@@ -1,4 +1,5 @@
-"""Combustion chemistry: mechanism utilities (chem) and surrogate training data (data)."""
+"""Combustion chemistry: mechanism utilities (chem), surrogate training data (data) and the
+exported surrogate (surrogate: ``load_surrogate(path).step(T, P, Y)``)."""
 
 from condensation.combustion.chem import (
     BOXCOX_LAMBDA,
@@ -27,8 +28,12 @@ from condensation.combustion.data import (
     labels,
     simulate_condition,
 )
+from condensation.combustion.surrogate import Surrogate, export_surrogate, load_surrogate
 
 __all__ = [
+    "Surrogate",
+    "export_surrogate",
+    "load_surrogate",
     "BOXCOX_LAMBDA",
     "CombustionData",
     "CombustionDataConfig",
