@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
@@ -146,7 +146,9 @@ def data_parallel() -> tuple[NamedSharding, NamedSharding]:
     then inserts the gradient all-reduce. On one device both are trivial and the code path is
     the same.
     """
-    mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+    # Auto axes: XLA propagates the sharding through everything (augmentation included);
+    # Explicit axes would demand matching shardings op by op.
+    mesh = jax.make_mesh((jax.device_count(),), ("batch",), axis_types=(AxisType.Auto,))
     return NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
 
 
