@@ -138,6 +138,7 @@ def test_aggregate_without_finished_runs_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("launcher", ["slurm", "local"])
 def test_launcher_configs_compose(launcher):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the `cluster` extra
     cfg = compose_config(["+exp=toy", f"hydra/launcher={launcher}"])
     assert cfg["name"] == "toy"  # +exp=... composes with the launcher group chosen
 
