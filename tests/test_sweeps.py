@@ -181,14 +181,15 @@ def _sweep(overrides: list[str], sweep_dir: Path, timeout: float) -> subprocess.
 
 
 def _check_sweep(sweep_dir: Path, out: Path, key: str, values: list[str]) -> list[dict[str, str]]:
-    """One run directory per job under the sweep dir, named by its overrides; aggregate.py makes
-    a table of len(values) groups of 2 seeds."""
+    """One run directory per job under the sweep dir, named by its overrides (shortened with a
+    hash when long); aggregate.py makes a table of len(values) groups of 2 seeds."""
     runs = sorted(p.parent for p in sweep_dir.glob("*/summary.json"))
     assert len(runs) == 2 * len(values), sorted(p.name for p in sweep_dir.iterdir())
     for run in runs:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        assert f"seed={cfg['seed']}" in run.name.split(",")
+        assert f"seed={cfg['seed']}" in run.name.split(",") or len(run.name) > 100
         assert (run / "curve.csv").is_file() and (run / "size_vs_metric.png").is_file()
+    assert len({r.name for r in runs}) == len(runs)
     result = subprocess.run([PYTHON, str(AGGREGATE), str(sweep_dir), "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
