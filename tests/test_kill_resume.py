@@ -33,10 +33,16 @@ def test_sigkill_then_same_command_resumes_to_the_same_result(tmp_path):
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(command(run_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    # wait until training has checkpointed at least once, then kill at a random moment
+    # wait until training has finished a checkpoint (a step folder; the manager creates the
+    # folder itself before any), then kill at a random moment
+    def checkpointed() -> bool:
+        folder = run_dir / "checkpoints"
+        return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
     deadline = time.time() + 120
-    while not (run_dir / "checkpoints").exists() and time.time() < deadline:
-        time.sleep(0.2)
+    while not checkpointed() and time.time() < deadline:
+        time.sleep(0.1)
+    assert checkpointed(), "no checkpoint within 2 minutes"
     time.sleep(random.Random().uniform(0.5, 6.0))
     killed = proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
