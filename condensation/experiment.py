@@ -210,9 +210,6 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             out["extra"] = task.extra_eval(n, variables, "test")
         return out
 
-    def new_state(n: Network, variables, tx, rng_seed: int) -> TrainState:
-        return create_train_state(variables, tx, jax.random.PRNGKey(rng_seed))
-
     def abstract_state(n: Network, tx) -> TrainState:
         x = jnp.zeros((1, *task.input_shape), jnp.float32)
         return jax.eval_shape(lambda: create_train_state(
@@ -249,7 +246,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
         if meta["epoch"] == 0:
             x = jnp.zeros((1, *task.input_shape), jnp.float32)
             variables = net.module().init(jax.random.PRNGKey(seed), x)
-            state = new_state(net, variables, tx, seed + 1)
+            state = create_train_state(variables, tx, jax.random.PRNGKey(seed + 1))
             log.log(event="init", params=count_params(variables), widths=list(net.widths))
         else:
             state = ckpt.restore_state(abstract_state(net, tx))
@@ -310,7 +307,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             rs = {"threshold": threshold, "widths": list(red_net.widths), "ft_epoch": 0,
                   "before": before, "params": count_params(red_vars)}
             meta["round_state"] = rs
-            state = new_state(red_net, red_vars, tx, seed + 200 + r)
+            state = create_train_state(red_vars, tx, jax.random.PRNGKey(seed + 200 + r))
             log.log(event="condensed", round=r, threshold=threshold, widths=rs["widths"],
                     params=rs["params"], **{f"before_{k}": v for k, v in before.items()})
             save(state)

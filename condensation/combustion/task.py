@@ -167,8 +167,7 @@ def combustion_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
         selection=selection if rollout["n_val"] > 0 else None,
         finalize=lambda workdir, original, reduced: finalize(workdir, original, reduced,
                                                              surrogate, reference, data, norm, meta),
-        info={"surrogate": meta, "data": data, "reference": reference, "surrogate_fn": surrogate,
-              "n_train": len(norm["train"][0])},
+        info={"surrogate": meta, "n_train": len(norm["train"][0])},
     )
 
 
