@@ -8,6 +8,7 @@ and directory, a run continues from its last checkpoint.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -49,6 +50,9 @@ from condensation.train import (
 CURVE_COLUMNS = ["round", "threshold", "params", "size_ratio", "metric_before_finetune",
                  "metric_after_finetune", "val_before_finetune", "val_after_finetune", "accepted",
                  "widths", "flops"]
+
+
+LOGGERS = ("jsonl", "tensorboard")  # jsonl: metrics.jsonl; tensorboard: also <run>/tensorboard
 
 
 class ConfigError(ValueError):
@@ -101,6 +105,14 @@ def validate_config(cfg: dict[str, Any]) -> None:
             _fail("reduce.auto.max_rounds", auto.get("max_rounds"), "an integer >= 1")
     if not isinstance(red.get("finetune_epochs"), int) or red["finetune_epochs"] < 0:
         _fail("reduce.finetune_epochs", red.get("finetune_epochs"), "an integer >= 0")
+    if cfg.get("logger", "jsonl") not in LOGGERS:
+        _fail("logger", cfg.get("logger"), ", ".join(LOGGERS))
+    if cfg.get("logger") == "tensorboard" and importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError("invalid config: logger='tensorboard' needs the tensorboardX package: "
+                          "pip install -e '.[tensorboard]' (or logger=jsonl)")
+    v = train.get("checkpoint_every_steps", 0)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        _fail("train.checkpoint_every_steps", v, "an integer >= 0 (0: only at epoch ends)")
 
 
 def build_network(model_cfg: dict[str, Any], task: Task) -> Network:
@@ -144,6 +156,21 @@ class Checkpoints:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
+# Keys that change how a run is carried out, not its outcome: a run may resume under other values.
+OPERATIONAL = {"fresh": None, "logger": None,
+               "train": ("checkpoint_every", "checkpoint_every_steps")}
+
+
+def _outcome_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = dict(cfg)
+    for key, sub in OPERATIONAL.items():
+        if sub is None:
+            out.pop(key, None)
+        elif isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in sub}
+    return out
+
+
 def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> bool:
     """Refuse to resume a run directory that holds a run of another config.
 
@@ -152,18 +179,11 @@ def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> bool:
     """
     old_path = workdir / "config.yaml"
     if cfg.get("fresh"):
-        for name in ("checkpoints", "networks", "surrogate"):
-            shutil.rmtree(workdir / name, ignore_errors=True)
-        for name in ("summary.json", "curve.csv", "size_vs_metric.png"):
-            (workdir / name).unlink(missing_ok=True)
-        if (workdir / "metrics.jsonl").exists():
-            (workdir / "metrics.jsonl").rename(workdir / f"metrics.{int(time.time())}.jsonl")
         return False
     if not (workdir / "checkpoints").exists() or not old_path.exists():
         return False
-    old = yaml.safe_load(old_path.read_text())
-    ignore = {"fresh"}
-    diff = [k for k in sorted(set(old) | set(cfg)) if k not in ignore and old.get(k) != cfg.get(k)]
+    old, new = _outcome_config(yaml.safe_load(old_path.read_text())), _outcome_config(cfg)
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diff and diff != ["reduce"]:
         raise ConfigError(
             f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
@@ -173,25 +193,39 @@ def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> bool:
     return diff == ["reduce"]
 
 
+def _clear_run_dir(workdir: Path) -> None:
+    """fresh=true: remove a previous run's results and checkpoints (its metrics log is kept
+    under a time-stamped name)."""
+    for name in ("checkpoints", "networks", "surrogate", "tensorboard"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    for name in ("summary.json", "curve.csv", "size_vs_metric.png"):
+        (workdir / name).unlink(missing_ok=True)
+    if (workdir / "metrics.jsonl").exists():
+        (workdir / "metrics.jsonl").rename(workdir / f"metrics.{int(time.time())}.jsonl")
+
+
 def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) one experiment into ``workdir``; returns the summary."""
     t_start = time.time()
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     validate_config(cfg)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     reduce_anew = _check_run_dir(workdir, cfg)
     seed = int(cfg["seed"])
-    try:
+    try:  # before the run directory is touched (fresh=true empties it): bad data lose nothing
         task = make_task(cfg["data"], seed, workdir)
     except ConfigError:
         raise
     except (ValueError, FileNotFoundError) as e:  # a missing mechanism, data folder, bad arrays
         raise ConfigError(f"data ({cfg['data'].get('name')}): {e}") from e
+    if cfg.get("fresh"):
+        _clear_run_dir(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     net = build_network(cfg["model"], task)
     # written only once the data are known to be usable: a bad value overwrites nothing
     atomic_write_text(workdir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    log = MetricsLog(workdir / "metrics.jsonl")
+    log = MetricsLog(workdir / "metrics.jsonl",
+                     tensorboard=workdir / "tensorboard" if cfg.get("logger") == "tensorboard" else None)
     ckpt = Checkpoints(workdir / "checkpoints")
     tcfg, rcfg = cfg["train"], cfg["reduce"]
     bs = int(tcfg["batch_size"])
@@ -239,6 +273,23 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
         meta["elapsed_s"] = elapsed0 + time.time() - t_start
         ckpt.save(state, meta)
 
+    every_steps = int(tcfg.get("checkpoint_every_steps") or 0)
+
+    def resume_inside(holder: dict[str, Any], epoch: int, save_state) -> dict[str, Any]:
+        """train_epoch's arguments to checkpoint inside an epoch and to continue from such a
+        checkpoint; the data position lives in ``holder["position"]`` (meta or round state)."""
+        pos = holder.get("position")
+        start = pos if pos and pos["epoch"] == epoch else {"step": 0, "loss_sum": 0.0}
+        holder["position"] = None  # set again by every save inside this epoch
+
+        def save_inside(state: TrainState, step: int, loss_sum: float) -> None:
+            holder["position"] = {"epoch": epoch, "step": step, "loss_sum": loss_sum}
+            save_state(state)
+            holder["position"] = None
+
+        return {"start_step": start["step"], "loss_sum": start["loss_sum"],
+                "save_every": every_steps, "save": save_inside}
+
     # ---- phase 1: train the original network --------------------------------------------
     if meta["phase"] == "train":
         epochs = int(tcfg["epochs"])
@@ -256,7 +307,8 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
         for epoch in tqdm(range(meta["epoch"], epochs), desc="train", initial=meta["epoch"],
                           total=epochs, mininterval=2):
             state, m = train_epoch(state, task.train, module=module, tx=tx, loss=task.loss,
-                                   batch_size=bs, seed=seed, epoch=epoch, augment=task.augment)
+                                   batch_size=bs, seed=seed, epoch=epoch, augment=task.augment,
+                                   **resume_inside(meta, epoch, save))
             val = evaluate(state.variables, task.val, module=module, loss=task.loss,
                            batch_size=eval_bs)
             rec = {"event": "epoch", "phase": "train", "epoch": epoch + 1, **m,
@@ -319,7 +371,8 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
                       initial=rs["ft_epoch"], total=ft_epochs, mininterval=2):
             state, m = train_epoch(state, task.train, module=module, tx=tx, loss=task.loss,
                                    batch_size=bs, seed=seed * 1000 + r + 1, epoch=e,
-                                   augment=task.augment, desc=f"round {r} fine-tune")
+                                   augment=task.augment, desc=f"round {r} fine-tune",
+                                   **resume_inside(rs, e, save))
             log.log(event="epoch", phase="finetune", round=r, epoch=e + 1, **m)
             rs["ft_epoch"] = e + 1
             save(state)
@@ -414,6 +467,7 @@ def _finish(cfg, workdir: Path, task: Task, net: Network, meta, log: MetricsLog,
     write_json(workdir / "summary.json", summary)
     plot_size_vs_metric(workdir)
     log.log(event="done", **{k: v for k, v in summary.items() if not isinstance(v, dict)})
+    log.close()
     print(json.dumps({k: summary[k] for k in ("original_params", "reduced_params", "size_ratio",
                                               "metric", "original_metric",
                                               "reduced_metric_after_finetune")}, indent=1))

@@ -158,8 +158,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def train_epoch(state: TrainState, data: tuple[np.ndarray, np.ndarray], *, module: nn.Module,
                 tx: optax.GradientTransformation, loss: str, batch_size: int, seed: int,
-                epoch: int, augment: Callable | None = None,
-                desc: str = "train") -> tuple[TrainState, dict[str, float]]:
+                epoch: int, augment: Callable | None = None, desc: str = "train",
+                start_step: int = 0, loss_sum: float = 0.0, save_every: int = 0,
+                save: Callable[[TrainState, int, float], None] | None = None,
+                ) -> tuple[TrainState, dict[str, float]]:
+    """One epoch over ``data`` in the order ``epoch_order(n, seed, epoch)``.
+
+    Resumable inside the epoch: ``save(state, next_step, loss_sum)`` is called every
+    ``save_every`` steps (0: never); ``start_step`` and ``loss_sum`` taken from such a save
+    continue the epoch exactly where it stopped (same batches, same RNG, same mean loss).
+    """
     x, y = data
     n = len(x)
     batch_sharding, replicated = data_parallel()
@@ -171,16 +179,18 @@ def train_epoch(state: TrainState, data: tuple[np.ndarray, np.ndarray], *, modul
     order = epoch_order(n, seed, epoch)
     steps = n // bs
     state = jax.device_put(state, replicated)
-    total, last = 0.0, None
+    total, last = loss_sum, None
     # a bar per epoch only where an epoch is long enough to watch; callers show epochs
-    bar = tqdm(range(steps), desc=f"{desc} epoch {epoch}", leave=False, mininterval=2,
-               disable=steps < 200)
+    bar = tqdm(range(start_step, steps), desc=f"{desc} epoch {epoch}", leave=False,
+               mininterval=2, disable=steps < 200, initial=start_step, total=steps)
     for i in bar:
         idx = order[i * bs:(i + 1) * bs]
         batch = jax.device_put((x[idx], y[idx]), batch_sharding)
         state, m = train_step(state, batch, module=module, tx=tx, loss=loss, augment=augment)
         total += m["loss"] if i % 50 else float(m["loss"])  # an occasional sync bounds the queue
         last = m
+        if save is not None and save_every > 0 and (i + 1) % save_every == 0 and i + 1 < steps:
+            save(state, i + 1, float(total))
     train_loss = float(total) / max(steps, 1)
     if not math.isfinite(train_loss):
         raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}")

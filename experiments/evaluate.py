@@ -51,8 +51,17 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     task = make_task(cfg["data"], int(cfg["seed"]), folder)
-    net = build_network(cfg["model"], task).with_widths(saved_net.widths)
-    check_shapes(net, variables, task.input_shape)
+    try:
+        net = build_network(cfg["model"], task)
+        if saved_net.arch != net.arch:
+            raise ValueError(f"{folder} holds a {saved_net.arch} network but its run's config "
+                             f"({find_config(folder)}) is for model.arch={net.arch}")
+        net = net.with_widths(saved_net.widths)
+        check_shapes(net, variables, task.input_shape)
+    except ValueError as e:  # another architecture, or arrays that do not fit their widths
+        print(f"error: checkpoint={folder}: {e}; evaluate a network saved by the run whose "
+              "config.yaml is beside it", file=sys.stderr)
+        return 2
     data = task.test if split == "test" else task.val
     scores = evaluate(variables, data, module=net.module(), loss=task.loss,
                       batch_size=int(cfg["train"].get("eval_batch_size", 4096)))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import struct
 
+import jax
 import pytest
 import yaml
 from conftest import TINY_TOY, check_results, compose_config
@@ -244,3 +246,115 @@ def test_new_reduce_settings_keep_the_trained_original(reference, tmp_path):
     assert (workdir / "curve.csv").read_text() == (tmp_path / "direct" / "curve.csv").read_text()
     events = [json.loads(line)["event"] for line in (workdir / "metrics.jsonl").open()]
     assert "reduce_anew" in events
+
+
+def interrupt_inside_epoch(monkeypatch, at_save: int) -> list[dict]:
+    """Wrap experiment.train_epoch: record its keyword arguments and raise KeyboardInterrupt
+    right after the ``at_save``-th checkpoint taken inside an epoch."""
+    calls, saves = [], []
+    real = experiment.train_epoch
+
+    def wrapped(*args, **kwargs):
+        calls.append({k: kwargs[k] for k in ("epoch", "start_step", "loss_sum")})
+        inner = kwargs["save"]
+
+        def save(*a):
+            inner(*a)
+            saves.append(a[1])
+            if len(saves) == at_save:
+                raise KeyboardInterrupt(f"interrupted after in-epoch save {at_save}")
+
+        return real(*args, **{**kwargs, "save": save})
+
+    monkeypatch.setattr(experiment, "train_epoch", wrapped)
+    return calls
+
+
+# 2 steps per epoch and a checkpoint after step 1 of each: saves 1-3 in training, 4-5 in the
+# fine-tuning of round 0
+@pytest.mark.parametrize("at_save", [2, 5], ids=["training", "fine-tuning"])
+def test_resume_inside_an_epoch_continues_from_the_data_position(reference, tmp_path, monkeypatch,
+                                                                 at_save):
+    _, ref_dir, ref_summary, _ = reference
+    cfg = compose_config([*TINY_TOY, "train.checkpoint_every_steps=1"])
+    workdir = tmp_path / "run"
+    interrupt_inside_epoch(monkeypatch, at_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_reduce(cfg, workdir)
+
+    calls = interrupt_inside_epoch(monkeypatch, at_save=-1)
+    summary = train_and_reduce(cfg, workdir)
+    # the interrupted epoch continues at step 1 with the loss sum of step 0, not from the start
+    assert calls[0]["start_step"] == 1 and calls[0]["loss_sum"] > 0
+    assert all(c["start_step"] == 0 for c in calls[1:])
+    # checkpointing inside epochs changes nothing: the same result as the reference run
+    assert stable(summary) == stable(ref_summary)
+    assert (workdir / "curve.csv").read_text() == (ref_dir / "curve.csv").read_text()
+    losses = [(r["phase"], r.get("round"), r["epoch"], r["train_loss"])
+              for r in map(json.loads, (ref_dir / "metrics.jsonl").open()) if r["event"] == "epoch"]
+    resumed = [(r["phase"], r.get("round"), r["epoch"], r["train_loss"])
+               for r in map(json.loads, (workdir / "metrics.jsonl").open()) if r["event"] == "epoch"]
+    assert resumed == losses
+
+
+def test_same_seed_and_config_give_an_identical_run(reference, tmp_path):
+    """Determinism on CPU: summary, curve, every logged loss and the reduced network's arrays."""
+    cfg, ref_dir, ref_summary, _ = reference
+    summary = train_and_reduce(cfg, tmp_path)
+    assert stable(summary) == stable(ref_summary)
+    assert (tmp_path / "curve.csv").read_text() == (ref_dir / "curve.csv").read_text()
+
+    def records(folder):  # (other tests rerun the reference: it also logged resume, done)
+        return [{k: v for k, v in r.items() if k != "time"}
+                for r in map(json.loads, (folder / "metrics.jsonl").open())
+                if r["event"] in ("init", "epoch", "original", "condensed", "round")]
+
+    assert records(tmp_path) == records(ref_dir)
+    for which in ("original", "reduced"):
+        _, a, _ = load_network(tmp_path / "networks" / which)
+        _, b, _ = load_network(ref_dir / "networks" / which)
+        assert jax.tree.all(jax.tree.map(lambda x, y: bool((x == y).all()), a, b)), which
+
+
+def test_a_different_seed_gives_a_different_run(reference, tmp_path):
+    """The control of the test above: it can fail."""
+    cfg, _, ref_summary, _ = reference
+    summary = train_and_reduce({**cfg, "seed": 1}, tmp_path)
+    assert summary["original_metric"] != ref_summary["original_metric"]
+
+
+def read_events(folder) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of the TensorBoard event files in ``folder`` (TFRecord frames of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_tensorboard_logger_writes_the_logged_metrics(reference, tmp_path):
+    pytest.importorskip("tensorboardX")
+    _, _, ref_summary, _ = reference
+    cfg = compose_config([*TINY_TOY, "logger=tensorboard"])
+    summary = train_and_reduce(cfg, tmp_path)
+    assert stable(summary) == stable(ref_summary)  # the logger does not change the run
+    events = read_events(tmp_path / "tensorboard")
+    logged = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").open())
+              if r["event"] == "epoch" and r["phase"] == "train"]
+    assert [s for s, _ in events["train/train_loss"]] == [r["epoch"] for r in logged]
+    assert [v for _, v in events["train/train_loss"]] == pytest.approx(
+        [r["train_loss"] for r in logged], rel=1e-6)
+    assert [v for _, v in events["train/val_loss"]] == pytest.approx(
+        [r["val_loss"] for r in logged], rel=1e-6)
+    rounds = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert [v for _, v in events["reduce/size_ratio"]] == pytest.approx(
+        [float(r["size_ratio"]) for r in rounds], rel=1e-6)
+    assert "finetune/round0/train_loss" in events
