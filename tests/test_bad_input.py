@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import PYTHON, ROOT, TINY_TOY, compose_config
 
+from condensation import experiment
 from condensation.experiment import ConfigError, train_and_reduce
 from condensation.io import load_network, save_network
 from condensation.network import Network
@@ -139,3 +140,48 @@ def test_evaluate_works_on_the_run_itself(run_dir):
     out = run_cli("experiments.evaluate", f"checkpoint={run_dir / 'networks' / 'reduced'}")
     assert out.returncode == 0, out.stderr
     assert (run_dir / "networks" / "reduced" / "evaluation.json").is_file()
+
+
+def test_malformed_data_directory(run_dir, tmp_path):
+    """An npz folder without its test file, and a train file without the 'images' array."""
+    data = write_cifar_npz(tmp_path / "data")
+    (data / "cifar10_test.npz").unlink()
+    cfg = compose_config([*CIFAR_TINY, "data.source=npz", f"data.npz_dir={data}"])
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match="cifar10_test.npz"):
+        train_and_reduce(cfg, run_dir)
+    np.savez(data / "cifar10_test.npz", pictures=np.zeros((2, 32, 32, 3), np.uint8),
+             labels=np.zeros(2, np.int64))
+    with pytest.raises(ConfigError, match="'images'"):
+        train_and_reduce(cfg, run_dir)
+    assert snapshot(run_dir) == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """NaN inputs in the 3rd training epoch: the run stops with FloatingPointError; the
+    checkpoint of epoch 2 is the latest and holds finite parameters; no results are written."""
+    real = experiment.train_epoch
+    calls = []
+
+    def poisoned(state, data, **kwargs):
+        calls.append(kwargs["epoch"])
+        if len(calls) == 3:
+            data = (np.full_like(data[0], np.nan), data[1])
+        return real(state, data, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_epoch", poisoned)
+    with pytest.raises(FloatingPointError, match="training loss became nan in epoch 2"):
+        train_and_reduce(compose_config(TINY_TOY), tmp_path)
+    ckpt = experiment.Checkpoints(tmp_path / "checkpoints")
+    assert ckpt.latest_meta()["epoch"] == 2
+    tree = ckpt.mngr.restore(ckpt.mngr.latest_step())["state"]
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(tree["params"]))
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_non_finite_loss_on_the_command_line(tmp_path):
+    out = run_cli("experiments.run", *TINY_TOY, "train.optimizer=sgd", "train.lr=1e30",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "training loss became nan in epoch 0" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
