@@ -8,6 +8,7 @@ and directory, a run continues from its last checkpoint.
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import shutil
@@ -34,9 +35,9 @@ from condensation.io import (
     write_json,
 )
 from condensation.models import ACTIVATIONS
-from condensation.network import ARCHITECTURES, Network, count_flops, count_params
+from condensation.network import ARCHITECTURES, Network, check_shapes, count_flops, count_params
 from condensation.plots import plot_size_vs_metric
-from condensation.reduction import REDUCERS, reducer
+from condensation.reduction import REDUCERS, method
 from condensation.tasks import Task, make_task
 from condensation.train import (
     OptimConfig,
@@ -168,7 +169,47 @@ def _outcome_config(cfg: dict[str, Any]) -> dict[str, Any]:
             out.pop(key, None)
         elif isinstance(out.get(key), dict):
             out[key] = {k: v for k, v in out[key].items() if k not in sub}
+    if isinstance(out.get("reduce"), dict):
+        out["reduce"] = _reduce_outcome(out["reduce"])
     return out
+
+
+def _reduce_outcome(rcfg: dict[str, Any]) -> dict[str, Any]:
+    """A reduce config without its null keys (a key added later with a null default, like
+    ``targets``, leaves older runs as they were)."""
+    return {k: v for k, v in rcfg.items() if v is not None}
+
+
+def load_targets(cfg: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
+    """A baseline's sizes: the accepted rounds of the condensation run in ``reduce.targets``
+    (run directory, widths and threshold of each), checked against this run's config."""
+    rcfg = cfg["reduce"]
+    folder = Path(str(rcfg.get("targets")))
+    need = [folder / "curve.csv", folder / "config.yaml", folder / "networks" / "original" / "network.json"]
+    if rcfg.get("targets") is None or any(not p.is_file() for p in need):
+        _fail("reduce.targets", rcfg.get("targets"),
+              f"the directory of a finished condensation run (curve.csv, config.yaml, "
+              f"networks/original) whose sizes the {rcfg['method']} baseline matches: run "
+              "the condensation first, or set reduce.targets=DIR")
+    theirs = yaml.safe_load((folder / "config.yaml").read_text())
+    if theirs["reduce"]["method"] != "condense":
+        _fail("reduce.targets", str(folder), f"a condensation run; {folder} is a "
+              f"{theirs['reduce']['method']} run")
+    mine, other = _outcome_config(cfg), _outcome_config(theirs)
+    if rcfg["method"] == "merge_standard_init":  # trained from another initialization scale
+        mine["model"], other["model"] = ({k: v for k, v in c["model"].items() if k != "gamma"}
+                                         for c in (mine, other))
+    diff = [k for k in ("model", "data", "train", "seed") if mine.get(k) != other.get(k)]
+    if diff:
+        _fail("reduce.targets", str(folder), f"a run of the same {', '.join(diff)} (it differs "
+              "in them): a baseline is compared with the condensation of the same network")
+    with (folder / "curve.csv").open() as f:
+        rows = [{"widths": tuple(int(w) for w in r["widths"].split()),
+                 "threshold": float(r["threshold"])}
+                for r in csv.DictReader(f) if r["accepted"] == "True"]
+    if not rows:
+        _fail("reduce.targets", str(folder), "a condensation run with at least one accepted round")
+    return folder, rows
 
 
 def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> bool:
@@ -209,6 +250,8 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
     t_start = time.time()
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     validate_config(cfg)
+    meth = method(cfg["reduce"]["method"])
+    targets_dir, targets = load_targets(cfg) if meth.needs_targets else (None, None)
     workdir = Path(workdir)
     reduce_anew = _check_run_dir(workdir, cfg)
     seed = int(cfg["seed"])
@@ -258,7 +301,8 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
         log.log(event="resume", phase=meta["phase"], epoch=meta["epoch"], round=meta["round"],
                 commit=git_commit())
         # the reduction settings the checkpoint was made with (older checkpoints: config.yaml's)
-        changed = meta.get("reduce_cfg", None if reduce_anew else rcfg) != rcfg
+        previous = meta.get("reduce_cfg", None if reduce_anew else rcfg)
+        changed = previous is None or _reduce_outcome(previous) != _reduce_outcome(rcfg)
         if changed and meta["phase"] != "train":
             # new reduction settings: start the rounds over from the trained original
             _, original_vars, _ = load_network(nets / "original")
@@ -291,6 +335,15 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
                 "save_every": every_steps, "save": save_inside}
 
     # ---- phase 1: train the original network --------------------------------------------
+    if meta["phase"] == "train" and meth.reuses_original:
+        # a baseline that starts from the condensation run's trained network
+        _, original_vars, their = load_network(targets_dir / "networks" / "original")
+        check_shapes(net, original_vars, task.input_shape)
+        meta["best"] = {"score": None, "epoch": their.get("metrics", {}).get("epoch"),
+                        "from": str(targets_dir)}
+        meta["phase"] = "original"
+        state = create_train_state(original_vars, make_optimizer(optim_config(tcfg), 1, 1),
+                                   jax.random.PRNGKey(seed + 1))  # what the checkpoint holds
     if meta["phase"] == "train":
         epochs = int(tcfg["epochs"])
         tx = make_optimizer(optim_config(tcfg), steps_per_epoch, epochs)
@@ -326,6 +379,8 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             if (epoch + 1) % ckpt_every == 0 or last:
                 save(state)
         _, original_vars, _ = load_network(nets / "best")
+        meta["phase"] = "original"
+    if meta["phase"] == "original":
         orig = measure(net, original_vars, extra=True)
         orig.update(params=count_params(original_vars), flops=count_flops(net, task.input_shape),
                     widths=list(net.widths), epoch=meta["best"]["epoch"])
@@ -340,20 +395,28 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
     tol_ok = _tolerance(rcfg, task, orig["val"])
     while meta["phase"] == "reduce":
         r = meta["round"]
-        threshold = _threshold(rcfg, r)
+        if targets is not None:  # a baseline: the sizes of the condensation run's rounds
+            threshold, target = ((targets[r]["threshold"], targets[r]["widths"]) if r < len(targets)
+                                 else (None, None))
+        else:
+            threshold, target = _threshold(rcfg, r), None
         if threshold is None:
             meta["phase"] = "done"
             break
         ft_epochs = int(rcfg["finetune_epochs"])
-        ft_lr = float(rcfg.get("finetune_lr") or tcfg["lr"])
-        tx = make_optimizer(optim_config(tcfg, lr=ft_lr, warmup_epochs=0.0), steps_per_epoch,
-                            max(ft_epochs, 1))
+        if meth.from_scratch:  # the training schedule, for as many epochs as the merged network got
+            ft_epochs = int(tcfg["epochs"]) + (r + 1) * ft_epochs
+            tx = make_optimizer(optim_config(tcfg), steps_per_epoch, ft_epochs)
+        else:
+            ft_lr = float(rcfg.get("finetune_lr") or tcfg["lr"])
+            tx = make_optimizer(optim_config(tcfg, lr=ft_lr, warmup_epochs=0.0), steps_per_epoch,
+                                max(ft_epochs, 1))
         rs = meta["round_state"]
         if rs is None:
             base_net, base_vars, _ = load_network(nets / "reduced")
             base_net = net.with_widths(base_net.widths)
-            red_net, red_vars = reducer(rcfg["method"])(
-                base_net, base_vars, threshold=threshold, activation=activation,
+            red_net, red_vars = meth.reduce(
+                base_net, base_vars, threshold=threshold, target=target, activation=activation,
                 input_shape=task.input_shape, rng=jax.random.PRNGKey(seed + 100 + r))
             before = measure(red_net, red_vars)
             rs = {"threshold": threshold, "widths": list(red_net.widths), "ft_epoch": 0,
@@ -377,7 +440,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             rs["ft_epoch"] = e + 1
             save(state)
         after = measure(red_net, state.variables)
-        accepted = rcfg["mode"] == "manual" or tol_ok(after["val"])
+        accepted = rcfg["mode"] == "manual" or targets is not None or tol_ok(after["val"])
         row = {"round": r, "threshold": threshold, "params": rs["params"],
                "size_ratio": rs["params"] / orig["params"],
                "metric_before_finetune": rs["before"]["test"], "metric_after_finetune": after["test"],

@@ -19,7 +19,13 @@ def safe_dirname(overrides: str) -> str:
     return name
 
 
+def baseline_subdir(method: str) -> str:
+    """A baseline's run directory sits inside the condensation run it is compared with."""
+    return "" if method == "condense" else f"/baselines/{method}"
+
+
 OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
+OmegaConf.register_new_resolver("baseline_subdir", baseline_subdir, replace=True)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

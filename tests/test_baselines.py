@@ -1,0 +1,158 @@
+"""Baselines (condensation.reduction): each reduces to the condensation run's sizes, by its own
+rule; end to end they start from the right network and get the same fine-tuning budget."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_TOY, compose_config
+
+from condensation import experiment
+from condensation.condense import assign_groups, num_groups
+from condensation.experiment import ConfigError, train_and_reduce
+from condensation.io import load_network
+from condensation.network import Network, count_params
+from condensation.reduction import REDUCERS, method, threshold_for
+
+MLP = Network("mlp", (6, 5), {"out_dim": 2, "activation": "gelu", "gamma": 0.5})
+CNN = Network("cnn", (4, 6, 8), {"n_conv": 2, "num_classes": 3, "activation": "relu", "gamma": 0.5})
+
+
+def init(net: Network, shape):
+    return net.module().init(jax.random.key(0), jnp.ones((1, *shape)))
+
+
+@pytest.mark.parametrize("name", ["magnitude", "random", "merge_standard_init", "scratch"])
+@pytest.mark.parametrize("net, shape, target", [(MLP, (3,), (4, 2)), (CNN, (8, 8, 3), (3, 2, 5))])
+def test_baseline_reaches_the_target_widths(name, net, shape, target):
+    variables = init(net, shape)
+    small, new = method(name).reduce(net, variables, target=target, threshold=0.9,
+                                     activation=net.options["activation"], input_shape=shape,
+                                     rng=jax.random.key(1))
+    if name == "merge_standard_init":  # merging may overshoot: never larger than the target
+        assert all(w <= t for w, t in zip(small.widths, target, strict=True))
+    else:
+        assert small.widths == target
+        assert count_params(new) == count_params(init(net.with_widths(target), shape))
+    out = small.module().apply(new, jnp.ones((2, *shape)))
+    assert out.shape == (2, net.options.get("out_dim", net.options.get("num_classes")))
+
+
+def test_magnitude_keeps_the_largest_input_vectors_in_order():
+    variables = jax.tree.map(np.array, init(MLP, (3,)))
+    kernel = variables["params"]["Dense_0"]["kernel"]
+    kernel *= np.array([1.0, 9.0, 0.1, 5.0, 0.2, 7.0])  # input-vector norms ordered by these
+    variables["params"]["Dense_0"]["bias"][:] = 0.0
+    small, new = method("magnitude").reduce(MLP, variables, target=(3, 5), threshold=0.9,
+                                            activation="gelu", input_shape=(3,),
+                                            rng=jax.random.key(0))
+    np.testing.assert_array_equal(new["params"]["Dense_0"]["kernel"], kernel[:, [1, 3, 5]])
+    # the next layer keeps the matching rows
+    np.testing.assert_array_equal(new["params"]["Dense_1"]["kernel"],
+                                  variables["params"]["Dense_1"]["kernel"][[1, 3, 5]])
+
+
+def test_random_depends_on_the_rng():
+    variables = init(MLP, (3,))
+    kw = {"target": (3, 5), "threshold": 0.9, "activation": "gelu", "input_shape": (3,)}
+    kept = {np.asarray(method("random").reduce(MLP, variables, rng=jax.random.key(i), **kw)[1]
+                       ["params"]["Dense_0"]["kernel"]).tobytes() for i in range(5)}
+    assert len(kept) > 1  # 20 possible subsets of 3 among 6
+
+
+def test_threshold_for_merges_down_to_k():
+    vectors = init(MLP, (3,))["params"]["Dense_0"]["kernel"].T
+    for k in (1, 3, 6):
+        t, assignment = threshold_for(vectors, k)
+        groups = int(jnp.sum(assignment == jnp.arange(6)))
+        assert groups <= k
+        # the highest such threshold: a little higher leaves more than k groups
+        if k < 6:
+            assert num_groups(assign_groups(vectors, t + 1e-3)) > k
+
+
+def test_registry_names_match_the_config_group():
+    from conftest import CONF
+    assert set(REDUCERS) == {p.stem for p in (CONF / "reduce").glob("*.yaml")}
+
+
+@pytest.fixture(scope="module")
+def condensed(tmp_path_factory):
+    """A tiny condensation run with two manual rounds (the sizes the baselines match)."""
+    workdir = tmp_path_factory.mktemp("condense")
+    cfg = compose_config([*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=[0.999,0.99]"])
+    return workdir, train_and_reduce(cfg, workdir)
+
+
+def count_epochs(monkeypatch) -> list[tuple[int, int]]:
+    calls = []
+    real = experiment.train_epoch
+
+    def wrapped(state, data, **kwargs):
+        calls.append((kwargs["epoch"], sum(np.size(p) for p in jax.tree.leaves(state.params))))
+        return real(state, data, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_epoch", wrapped)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["magnitude", "random", "merge_standard_init", "scratch"])
+def test_baseline_run_matches_the_condensation_sizes(condensed, tmp_path, monkeypatch, name):
+    cond_dir, cond = condensed
+    cfg = compose_config([*TINY_TOY, f"reduce={name}", f"reduce.targets={cond_dir}"])
+    calls = count_epochs(monkeypatch)
+    summary = train_and_reduce(cfg, tmp_path)
+    ours = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    theirs = [r for r in csv.DictReader((cond_dir / "curve.csv").open()) if r["accepted"] == "True"]
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs, strict=True):
+        if name == "merge_standard_init":
+            assert int(a["params"]) <= int(b["params"])
+        else:
+            assert a["widths"] == b["widths"] and a["params"] == b["params"]
+    ft, train_epochs = cfg["reduce"]["finetune_epochs"], cfg["train"]["epochs"]
+    if name in ("magnitude", "random"):  # the condensation run's network, fine-tuned as long
+        assert summary["original_metric"] == cond["original_metric"]
+        assert len(calls) == 2 * ft
+    elif name == "scratch":  # round r: train.epochs + (r + 1) * finetune_epochs from scratch
+        assert summary["original_metric"] == cond["original_metric"]
+        assert len(calls) == (train_epochs + ft) + (train_epochs + 2 * ft)
+    else:  # its own original, from standard initialization
+        assert cfg["model"]["gamma"] == 0.5
+        assert summary["original_metric"] != cond["original_metric"]
+        assert len(calls) == train_epochs + 2 * ft
+    net, _, _ = load_network(tmp_path / "networks" / "reduced")
+    assert list(net.widths) == summary["widths_after"]
+
+
+def test_baseline_without_a_condensation_run_is_refused(tmp_path):
+    cfg = compose_config([*TINY_TOY, "reduce=magnitude", f"reduce.targets={tmp_path / 'none'}"])
+    with pytest.raises(ConfigError, match=r"invalid config: reduce.targets=.*none.*finished "
+                                          "condensation run"):
+        train_and_reduce(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_baseline_of_another_seed_is_refused(condensed, tmp_path):
+    cond_dir, _ = condensed
+    cfg = compose_config([*TINY_TOY, "seed=1", "reduce=random", f"reduce.targets={cond_dir}"])
+    with pytest.raises(ConfigError, match="differs in them"):
+        train_and_reduce(cfg, tmp_path / "run")
+
+
+def test_old_run_without_targets_key_resumes_unchanged(condensed, tmp_path, monkeypatch):
+    """reduce.targets was added later with a null default: it is not a change of settings."""
+    cond_dir, cond = condensed
+    cfg = json.loads(json.dumps(compose_config(
+        [*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=[0.999,0.99]"])))
+    cfg["reduce"].pop("targets")
+    calls = count_epochs(monkeypatch)
+    shutil.copytree(cond_dir, tmp_path / "run")
+    summary = train_and_reduce(cfg, tmp_path / "run")
+    assert calls == [] and summary["reduced_params"] == cond["reduced_params"]
+
