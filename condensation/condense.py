@@ -183,6 +183,12 @@ def condense_variables(
     return variables, tuple(reports)
 
 
+def count_groups(variables: Variables, spec: Spec, threshold: float) -> dict[str, int]:
+    """Groups per unit group at cosine >= ``threshold``: the widths condensing would leave."""
+    threshold = check_threshold(threshold)
+    return {g.name: num_groups(assign_groups(input_vectors(variables, g), threshold)) for g in spec}
+
+
 def drop_units(variables: Variables, group: UnitGroup, keep: jax.Array) -> Variables:
     """Structured pruning: keep the units ``keep`` [k] (indices) of ``group``, drop the rest."""
     keep = jnp.asarray(keep)

@@ -23,7 +23,7 @@ import yaml
 from absl import logging as absl_logging
 from tqdm.auto import tqdm
 
-from condensation.condense import check_threshold
+from condensation.condense import check_threshold, count_groups
 from condensation.io import (
     MetricsLog,
     atomic_write_text,
@@ -111,6 +111,12 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if cfg.get("logger") == "tensorboard" and importlib.util.find_spec("tensorboardX") is None:
         raise ConfigError("invalid config: logger='tensorboard' needs the tensorboardX package: "
                           "pip install -e '.[tensorboard]' (or logger=jsonl)")
+    t = train.get("track_groups_at")
+    if t is not None:
+        try:
+            check_threshold(t)
+        except (TypeError, ValueError):
+            _fail("train.track_groups_at", t, "a cosine threshold in (0, 1], or null (off)")
     v = train.get("checkpoint_every_steps", 0)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         _fail("train.checkpoint_every_steps", v, "an integer >= 0 (0: only at epoch ends)")
@@ -159,7 +165,7 @@ class Checkpoints:
 
 # Keys that change how a run is carried out, not its outcome: a run may resume under other values.
 OPERATIONAL = {"fresh": None, "logger": None,
-               "train": ("checkpoint_every", "checkpoint_every_steps")}
+               "train": ("checkpoint_every", "checkpoint_every_steps", "track_groups_at")}
 
 
 def _outcome_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -319,6 +325,11 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
 
     every_steps = int(tcfg.get("checkpoint_every_steps") or 0)
 
+    def tracked_groups(variables) -> dict[str, Any]:
+        """The condensation diagnostic: each group's number of groups at a fixed cosine."""
+        t = tcfg.get("track_groups_at")
+        return {} if t is None else {"groups_at": t, "groups": count_groups(variables, net.spec(), t)}
+
     def resume_inside(holder: dict[str, Any], epoch: int, save_state) -> dict[str, Any]:
         """train_epoch's arguments to checkpoint inside an epoch and to continue from such a
         checkpoint; the data position lives in ``holder["position"]`` (meta or round state)."""
@@ -351,7 +362,8 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             x = jnp.zeros((1, *task.input_shape), jnp.float32)
             variables = net.module().init(jax.random.PRNGKey(seed), x)
             state = create_train_state(variables, tx, jax.random.PRNGKey(seed + 1))
-            log.log(event="init", params=count_params(variables), widths=list(net.widths))
+            log.log(event="init", params=count_params(variables), widths=list(net.widths),
+                    **tracked_groups(variables))
         else:
             state = ckpt.restore_state(abstract_state(net, tx))
         module = net.module()
@@ -365,7 +377,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             val = evaluate(state.variables, task.val, module=module, loss=task.loss,
                            batch_size=eval_bs)
             rec = {"event": "epoch", "phase": "train", "epoch": epoch + 1, **m,
-                   **{f"val_{k}": v for k, v in val.items()}}
+                   **{f"val_{k}": v for k, v in val.items()}, **tracked_groups(state.variables)}
             last = epoch + 1 == epochs
             if (epoch + 1) % select_every == 0 or last:
                 score = (task.selection(net, state.variables) if task.selection is not None

@@ -116,8 +116,12 @@ def scalars(record: dict[str, Any]) -> list[tuple[str, float, int]]:
     else:
         return []
     skip = {"time", "epoch", "round"}
-    return [(f"{prefix}/{k}", float(v), int(step)) for k, v in record.items()
-            if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)]
+    flat = {k: v for k, v in record.items() if k not in skip}
+    for k, v in record.items():  # one level of nesting: groups {layer: count} -> groups/layer
+        if isinstance(v, dict):
+            flat.update({f"{k}/{sub}": x for sub, x in v.items()})
+    return [(f"{prefix}/{k}", float(v), int(step)) for k, v in flat.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
 def flatten(variables: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -358,3 +358,4 @@ def test_tensorboard_logger_writes_the_logged_metrics(reference, tmp_path):
     assert [v for _, v in events["reduce/size_ratio"]] == pytest.approx(
         [float(r["size_ratio"]) for r in rounds], rel=1e-6)
     assert "finetune/round0/train_loss" in events
+    assert [v for _, v in events["train/groups/Dense_1"]] == [r["groups"]["Dense_1"] for r in logged]
