@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_TOY, compose_config
+from conftest import ROOT, TINY_TOY, compose_config
 
 from condensation import experiment
 from condensation.condense import assign_groups, num_groups
@@ -156,3 +157,25 @@ def test_old_run_without_targets_key_resumes_unchanged(condensed, tmp_path, monk
     summary = train_and_reduce(cfg, tmp_path / "run")
     assert calls == [] and summary["reduced_params"] == cond["reduced_params"]
 
+
+
+def test_compare_script_tables_every_method(condensed, tmp_path):
+    """scripts/compare.py's aggregation over a comparison folder (seed0 + its baselines)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare
+
+    cond_dir, cond = condensed
+    root = tmp_path / "cmp"
+    shutil.copytree(cond_dir, root / "seed0")
+    for name in ("magnitude", "random"):
+        cfg = compose_config([*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=[0.999,0.99]",
+                              f"reduce={name}", f"reduce.targets={root / 'seed0'}"])
+        train_and_reduce(cfg, compare.run_dir(root, 0, name))
+    result = compare.write(root, tmp_path / "out")
+    rows = {r["reduce.method"]: r for r in result["rows"]}
+    assert set(rows) == {"condense", "magnitude", "random"}
+    assert rows["condense"]["reduced_metric_after_finetune_mean"] == cond["reduced_metric_after_finetune"]
+    assert rows["magnitude"]["size_ratio_mean"] == cond["size_ratio"]
+    for f in ("comparison.csv", "comparison.md", "comparison.png", "runs.json"):
+        assert (tmp_path / "out" / f).is_file(), f
+    assert "| magnitude |" in (tmp_path / "out" / "comparison.md").read_text()

@@ -1,0 +1,186 @@
+"""Condensation against every baseline at the same sizes, over seeds: runs, table and plot.
+
+    python scripts/compare.py --root runs/compare/combustion --seeds 0 1 2 -- +exp=combustion
+    python scripts/compare.py --root runs/compare/combustion --no-run   # tables and plot only
+
+For each seed, runs ``python -m experiments.run OVERRIDES seed=S`` (condensation) into
+``ROOT/seedS`` and then each baseline (``reduce=<method> reduce.targets=ROOT/seedS``) into
+``ROOT/seedS/baselines/<method>``: the baselines reduce to the sizes of that seed's
+condensation rounds with the same fine-tuning (conf/reduce/). A finished run is skipped and an
+unfinished one resumes, so the command can be repeated until everything is done. Then writes to
+``--out`` (default ``results/<experiment>/comparison``), atomically:
+
+- ``comparison.csv`` / ``comparison.md``: per method, at the final size (the condensation run's
+  last accepted round): size ratio, the original's metric, the metric before and after
+  fine-tuning, mean ± sample std over seeds (scripts/aggregate.py's statistics);
+- ``comparison.png``: size ratio versus metric for every method and round (after fine-tuning:
+  filled, before: hollow), mean and std over seeds;
+- ``runs.json``: every run directory with its seed, method, commit and wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from aggregate import NoRunsError, aggregate, markdown  # noqa: E402
+
+from condensation.io import atomic_write_text, write_csv, write_json  # noqa: E402
+
+METHODS = ("condense", "magnitude", "random", "merge_standard_init", "scratch")
+FIELDS = ("size_ratio", "original_metric", "reduced_metric_before_finetune",
+          "reduced_metric_after_finetune", "wall_time_s")
+
+
+def run_dir(root: Path, seed: int, method: str) -> Path:
+    return root / f"seed{seed}" if method == "condense" else root / f"seed{seed}" / "baselines" / method
+
+
+def command(overrides: list[str], root: Path, seed: int, method: str) -> list[str]:
+    extra = ([] if method == "condense" else
+             [f"reduce={method}", f"reduce.targets={run_dir(root, seed, 'condense')}"])
+    return [sys.executable, "-m", "experiments.run", *overrides, f"seed={seed}", *extra,
+            f"hydra.run.dir={run_dir(root, seed, method)}"]
+
+
+def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[str]) -> None:
+    for seed in seeds:
+        for m in ["condense", *[m for m in methods if m != "condense"]]:
+            if (run_dir(root, seed, m) / "summary.json").is_file():
+                continue
+            cmd = command(overrides, root, seed, m)
+            print("+", " ".join(cmd[1:]), flush=True)
+            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+                raise SystemExit(f"error: the {m} run of seed {seed} failed: {' '.join(cmd)}")
+
+
+def curves(root: Path) -> dict[str, dict[int, list[dict[str, float]]]]:
+    """method -> round -> one row per seed (size ratio and metric before/after fine-tuning)."""
+    out: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for summary in sorted(root.rglob("summary.json")):
+        d = summary.parent
+        method = d.name if d.parent.name == "baselines" else "condense"
+        with (d / "curve.csv").open() as f:
+            for r in csv.DictReader(f):
+                if r["accepted"] == "True":
+                    out[method][int(r["round"])].append(
+                        {k: float(r[k]) for k in ("size_ratio", "metric_before_finetune",
+                                                  "metric_after_finetune")})
+    return out
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float]]]], path: Path,
+         title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from condensation.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for method in [m for m in METHODS if m in lines]:
+        rounds = sorted(lines[method])
+        for key, style in (("metric_after_finetune", "-o"), ("metric_before_finetune", ":o")):
+            x = [_mean_std([r["size_ratio"] for r in lines[method][k]]) for k in rounds]
+            y = [_mean_std([r[key] for r in lines[method][k]]) for k in rounds]
+            after = key == "metric_after_finetune"
+            ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[s for _, s in x],
+                        yerr=[s for _, s in y], fmt=style, color=colors[method], capsize=3,
+                        mfc=colors[method] if after else "white",
+                        label=f"{method} ({'after' if after else 'before'} fine-tuning)")
+    originals = {row["reduce.method"]: row for row in result["rows"]}
+    if "condense" in originals:
+        o = originals["condense"]
+        ax.errorbar([1.0], [o["original_metric_mean"]], yerr=[o["original_metric_std"] or 0.0],
+                    fmt="*", ms=12, color="k", capsize=3, label="original (small init.)")
+    if "merge_standard_init" in originals:
+        o = originals["merge_standard_init"]
+        ax.errorbar([1.0], [o["original_metric_mean"]], yerr=[o["original_metric_std"] or 0.0],
+                    fmt="*", ms=12, color=colors["merge_standard_init"], capsize=3,
+                    label="original (standard init.)")
+    summaries = [r["summary"] for r in result["runs"]]
+    if summaries and all(s.get("log_metric") for s in summaries):
+        ax.set_yscale("log")
+    metric = summaries[0].get("metric", "metric") if summaries else "metric"
+    ax.set_xlabel("parameters / original parameters (mean ± std over seeds)")
+    ax.set_ylabel(metric)
+    ax.set_xlim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def write(root: Path, out: Path) -> dict[str, Any]:
+    result = aggregate(root, ignore=["seed", "fresh", "reduce.targets", "model.gamma", "logger"])
+    if result["keys"] not in ([], ["reduce.method"]):
+        raise NoRunsError(f"runs under {root} differ in more than the method and seed: "
+                          f"{result['keys']}; give each comparison its own --root")
+    for row in result["rows"]:
+        row.setdefault("reduce.method", "condense")
+    result["fields"] = [f for f in FIELDS if f in result["fields"]]
+    result["constants"] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["reduce.method", "metric", "n_seeds", "seeds"] + [f"{f}_{s}" for f in result["fields"]
+                                                             for s in ("mean", "std")]
+    write_csv(out / "comparison.csv", result["rows"], cols)
+    atomic_write_text(out / "comparison.md", markdown(result))
+    n = {len(r["_runs"]) for r in result["rows"]}
+    plot(result, curves(root), out / "comparison.png",
+         f"{root.name}: every method at the condensation run's sizes, "
+         f"{'/'.join(map(str, sorted(n)))} seeds")
+    write_json(out / "runs.json", [
+        {"dir": str(r["dir"]), "method": r["config"].get("reduce.method"),
+         "seed": r["config"].get("seed"), "commit": r["summary"].get("commit"),
+         "wall_time_s": r["summary"].get("wall_time_s")} for r in result["runs"]])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
+    ap.add_argument("--root", type=Path, required=True, help="folder of the comparison's runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results folder (default: results/<experiment>/comparison)")
+    ap.add_argument("--no-run", action="store_true", help="only aggregate the finished runs")
+    ap.add_argument("overrides", nargs="*", help="experiment overrides, after --")
+    args = ap.parse_args(argv)
+    if not args.no_run:
+        run_all(args.overrides, args.root, args.seeds, args.methods)
+    try:
+        result = write(args.root, args.out or ROOT / "results" / _name(args.root) / "comparison")
+    except NoRunsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(result), end="")
+    return 0
+
+
+def _name(root: Path) -> str:
+    for summary in root.rglob("summary.json"):
+        return json.loads(summary.read_text()).get("experiment") or root.name
+    return root.name
+
+
+if __name__ == "__main__":
+    sys.exit(main())
