@@ -179,3 +179,25 @@ def test_compare_script_tables_every_method(condensed, tmp_path):
     for f in ("comparison.csv", "comparison.md", "comparison.png", "runs.json"):
         assert (tmp_path / "out" / f).is_file(), f
     assert "| magnitude |" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_diagnostics_script_makes_its_figures(condensed, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import diagnostics
+
+    cond_dir, cond = condensed
+    run = tmp_path / "seed0"
+    shutil.copytree(cond_dir, run)
+    cfg = compose_config([*TINY_TOY, "reduce.mode=manual", "reduce.thresholds=[0.999,0.99]",
+                          "reduce=merge_standard_init", f"reduce.targets={run}"])
+    train_and_reduce(cfg, run / "baselines" / "merge_standard_init")
+    assert diagnostics.main([str(run), "--layer", "Dense_1", "--out", str(tmp_path / "out")]) == 0
+    d = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
+    assert set(d["cosine"]) == {"small init.", "standard init."}
+    small = d["cosine"]["small init."]
+    assert small["trained"]["units"] == cond["widths_before"][1]
+    assert small["reduced"]["units"] == cond["widths_after"][1]
+    assert 1 <= small["trained"]["groups"] <= small["trained"]["units"]
+    assert len(d["groups_vs_epoch"]["small init."]["fraction"]["Dense_1"]) == 1 + cfg["train"]["epochs"]
+    for f in ("cosine.png", "groups_vs_epoch.png"):
+        assert (tmp_path / "out" / f).read_bytes()[:4] == b"\x89PNG"
