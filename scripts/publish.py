@@ -4,9 +4,11 @@
         --command "python -m experiments.run +exp=combustion model=fcn_paper"
 
 Copies summary.json, curve.csv, size_vs_metric.png, config.yaml, metrics.jsonl and every other
-figure (*.png) of the run, the exported surrogates (surrogate/) when present, and writes
-RUN.md: the command, seed, commit, wall time and machine. Files larger than --max-mb are
-refused (networks are published only when small).
+figure (*.png) of the run, the exported surrogates (surrogate/) when present, with
+``--networks`` the original and reduced networks (networks/{original,reduced}: network.json +
+variables.npz, evaluable with ``python -m experiments.evaluate checkpoint=DEST/networks/...``),
+and writes RUN.md: the command, seed, commit, wall time and machine. Files larger than
+--max-mb are refused (networks are published only when small).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ def main() -> int:
     ap.add_argument("dest", type=Path)
     ap.add_argument("--command", required=True, help="the command that produced the run")
     ap.add_argument("--max-mb", type=float, default=40.0)
+    ap.add_argument("--networks", action="store_true",
+                    help="also publish networks/original and networks/reduced")
     args = ap.parse_args()
     run, dest = args.run_dir, args.dest
     missing = [f for f in FILES if not (run / f).is_file()]
@@ -35,6 +39,9 @@ def main() -> int:
     sources = [run / f for f in FILES] + sorted(p for p in run.glob("*.png") if p.name not in FILES)
     if (run / "surrogate").is_dir():
         sources += sorted(p for p in (run / "surrogate").rglob("*") if p.is_file())
+    if args.networks:
+        sources += [run / "networks" / w / f for w in ("original", "reduced")
+                    for f in ("network.json", "variables.npz")]
     too_big = [p for p in sources if p.stat().st_size > args.max_mb * 2**20]
     if too_big:
         print(f"error: larger than {args.max_mb} MB: {', '.join(map(str, too_big))}", file=sys.stderr)
