@@ -15,7 +15,8 @@ unfinished one resumes, so the command can be repeated until everything is done.
   fine-tuning, mean ± sample std over seeds (scripts/aggregate.py's statistics);
 - ``comparison.png``: size ratio versus metric for every method and round (after fine-tuning:
   filled, before: hollow), mean and std over seeds;
-- ``runs.json``: every run directory with its seed, method, commit and wall time.
+- ``runs.json``: the command, the machine, and every run directory with its seed, method,
+  commit and wall time.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from aggregate import NoRunsError, aggregate, markdown  # noqa: E402
 
-from condensation.io import atomic_write_text, write_csv, write_json  # noqa: E402
+from condensation.io import atomic_write_text, machine, write_csv, write_json  # noqa: E402
 
 METHODS = ("condense", "magnitude", "random", "merge_standard_init", "scratch")
 FIELDS = ("size_ratio", "original_metric", "reduced_metric_before_finetune",
@@ -128,7 +129,7 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
     save_figure(fig, path)
 
 
-def write(root: Path, out: Path) -> dict[str, Any]:
+def write(root: Path, out: Path, command: str = "") -> dict[str, Any]:
     result = aggregate(root, ignore=["seed", "fresh", "reduce.targets", "model.gamma", "logger"])
     if result["keys"] not in ([], ["reduce.method"]):
         raise NoRunsError(f"runs under {root} differ in more than the method and seed: "
@@ -146,10 +147,10 @@ def write(root: Path, out: Path) -> dict[str, Any]:
     plot(result, curves(root), out / "comparison.png",
          f"{root.name}: every method at the condensation run's sizes, "
          f"{'/'.join(map(str, sorted(n)))} seeds")
-    write_json(out / "runs.json", [
-        {"dir": str(r["dir"]), "method": r["config"].get("reduce.method"),
+    write_json(out / "runs.json", {"command": command, "machine": machine(), "runs": [
+        {"dir": str(r["dir"]), "method": r["config"].get("reduce.method", "condense"),
          "seed": r["config"].get("seed"), "commit": r["summary"].get("commit"),
-         "wall_time_s": r["summary"].get("wall_time_s")} for r in result["runs"]])
+         "wall_time_s": r["summary"].get("wall_time_s")} for r in result["runs"]]})
     return result
 
 
@@ -168,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_run:
         run_all(args.overrides, args.root, args.seeds, args.methods)
     try:
-        result = write(args.root, args.out or ROOT / "results" / _name(args.root) / "comparison")
+        command = "python scripts/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        result = write(args.root, args.out or ROOT / "results" / _name(args.root) / "comparison",
+                       command=command)
     except NoRunsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,41 @@
+"""The published networks reproduce the published numbers through ``experiments.evaluate``.
+
+CIFAR-10 evaluates 10,000 test images in seconds; the paper-size combustion data take minutes
+to regenerate on a fresh clone, so that check is marked slow.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT
+
+from experiments import evaluate
+
+RESULTS = ROOT / "results"
+CASES = [
+    pytest.param("cifar10", "networks", id="cifar10"),
+    pytest.param("combustion", "surrogate", id="combustion", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("exp, folder", CASES)
+@pytest.mark.parametrize("which, key", [("original", "original_metric"),
+                                        ("reduced", "reduced_metric_after_finetune")])
+def test_evaluate_reproduces_the_published_metric(exp, folder, which, key, tmp_path):
+    published = RESULTS / exp / folder / which
+    if not (published / "network.json").is_file():
+        pytest.skip(f"{published} is not published")
+    summary = json.loads((RESULTS / exp / "summary.json").read_text())
+    # evaluate writes evaluation.json beside the network: work on a copy of the results folder
+    copy = tmp_path / exp
+    for src in (RESULTS / exp).rglob("*"):
+        if src.is_file() and (src.parent == RESULTS / exp or published in (src, *src.parents)):
+            dst = copy / src.relative_to(RESULTS / exp)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+    assert evaluate.main([f"checkpoint={copy / folder / which}"]) == 0
+    result = json.loads((copy / folder / which / "evaluation.json").read_text())
+    assert result["metric"] == summary["metric"]
+    assert result["value"] == pytest.approx(summary[key], rel=1e-5, abs=1e-6)
+    assert result["params"] == summary["original_params" if which == "original" else "reduced_params"]
