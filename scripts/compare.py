@@ -12,7 +12,8 @@ unfinished one resumes, so the command can be repeated until everything is done.
 
 - ``comparison.csv`` / ``comparison.md``: per method, at the final size (the condensation run's
   last accepted round): size ratio, the original's metric, the metric before and after
-  fine-tuning, mean ± sample std over seeds (scripts/aggregate.py's statistics);
+  fine-tuning and any ``--field``, mean ± sample std over seeds (scripts/aggregate.py's
+  statistics);
 - ``comparison.png``: size ratio versus metric for every method and round (after fine-tuning:
   filled, before: hollow), mean and std over seeds;
 - ``runs.json``: the command, the machine, and every run directory with its seed, method,
@@ -129,14 +130,15 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
     save_figure(fig, path)
 
 
-def write(root: Path, out: Path, command: str = "") -> dict[str, Any]:
-    result = aggregate(root, ignore=["seed", "fresh", "reduce.targets", "model.gamma", "logger"])
+def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    result = aggregate(root, fields=fields,
+                       ignore=["seed", "fresh", "reduce.targets", "model.gamma", "logger"])
     if result["keys"] not in ([], ["reduce.method"]):
         raise NoRunsError(f"runs under {root} differ in more than the method and seed: "
                           f"{result['keys']}; give each comparison its own --root")
     for row in result["rows"]:
         row.setdefault("reduce.method", "condense")
-    result["fields"] = [f for f in FIELDS if f in result["fields"]]
+    result["fields"] = [f for f in (*FIELDS, *fields) if f in result["fields"]]
     result["constants"] = {}
     out.mkdir(parents=True, exist_ok=True)
     cols = ["reduce.method", "metric", "n_seeds", "seeds"] + [f"{f}_{s}" for f in result["fields"]
@@ -164,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default: results/<experiment>/comparison)")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the finished runs")
+    ap.add_argument("--field", action="append", default=[],
+                    help="extra summary.json field for the table, dotted path (repeatable), e.g. "
+                         "reduced_extra.a_posteriori.ignition_delay_rel_error_mean")
     ap.add_argument("overrides", nargs="*", help="experiment overrides, after --")
     args = ap.parse_args(argv)
     if not args.no_run:
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = "python scripts/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result = write(args.root, args.out or ROOT / "results" / _name(args.root) / "comparison",
-                       command=command)
+                       command=command, fields=tuple(args.field))
     except NoRunsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
