@@ -1,7 +1,7 @@
 """The phenomenon condensation rests on, in figures: aligned input vectors after training from
 small initialization, and not from standard initialization.
 
-    python scripts/diagnostics.py RUN [--standard RUN] [--layer NAME] [--threshold 0.95] [--out DIR]
+    python scripts/diagnostics.py RUN [--standard RUN] [--layer NAME] [--threshold 0.8] [--out DIR]
 
 RUN is a condensation run directory (small initialization); ``--standard`` a run trained from
 standard initialization, by default ``RUN/baselines/merge_standard_init`` (scripts/compare.py
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--standard", type=Path, default=None,
                     help="run from standard initialization (default RUN/baselines/merge_standard_init)")
     ap.add_argument("--layer", default=None, help="unit group name (default: the one cut most)")
-    ap.add_argument("--threshold", type=float, default=0.95)
+    ap.add_argument("--threshold", type=float, default=0.8,
+                    help="cosine that defines the groups of the matrices (default 0.8)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     standard = args.standard or args.run / "baselines" / "merge_standard_init"
