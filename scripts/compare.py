@@ -125,7 +125,7 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
     ax.set_ylabel(metric)
     ax.set_xlim(0, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)
 
