@@ -254,6 +254,7 @@ def _clear_run_dir(workdir: Path) -> None:
 def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) one experiment into ``workdir``; returns the summary."""
     t_start = time.time()
+    commit = git_commit()  # the code this process runs (later commits do not change it)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     validate_config(cfg)
     meth = method(cfg["reduce"]["method"])
@@ -302,10 +303,10 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
     if meta is None:
         meta = {"phase": "train", "epoch": 0, "elapsed_s": 0.0, "best": None, "round": 0,
                 "rows": [], "round_state": None, "accepted_round": None}
-        log.log(event="start", network=net.to_dict(), commit=git_commit())
+        log.log(event="start", network=net.to_dict(), commit=commit)
     else:
         log.log(event="resume", phase=meta["phase"], epoch=meta["epoch"], round=meta["round"],
-                commit=git_commit())
+                commit=commit)
         # the reduction settings the checkpoint was made with (older checkpoints: config.yaml's)
         previous = meta.get("reduce_cfg", None if reduce_anew else rcfg)
         changed = previous is None or _reduce_outcome(previous) != _reduce_outcome(rcfg)
@@ -473,7 +474,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
         meta["round_state"] = None
         save(state)
 
-    return _finish(cfg, workdir, task, net, meta, log, elapsed0 + time.time() - t_start)
+    return _finish(cfg, workdir, task, net, meta, log, elapsed0 + time.time() - t_start, commit)
 
 
 def _threshold(rcfg: dict[str, Any], r: int) -> float | None:
@@ -498,7 +499,7 @@ def _tolerance(rcfg: dict[str, Any], task: Task, original: float):
 
 
 def _finish(cfg, workdir: Path, task: Task, net: Network, meta, log: MetricsLog,
-            wall: float) -> dict[str, Any]:
+            wall: float, commit: str) -> dict[str, Any]:
     orig = meta["original"]
     red_net, red_vars, red_meta = load_network(workdir / "networks" / "reduced")
     red_net = net.with_widths(red_net.widths)
@@ -528,7 +529,7 @@ def _finish(cfg, workdir: Path, task: Task, net: Network, meta, log: MetricsLog,
         "rounds": len(meta["rows"]),
         "original_epoch": orig.get("epoch"),
         "seed": int(cfg["seed"]),
-        "commit": git_commit(),
+        "commit": commit,  # of the process that finished the run (metrics.jsonl: every one)
         "wall_time_s": round(float(wall), 1),
         "machine": machine(),
     }
