@@ -3,7 +3,7 @@ pass, training throughput. Benchmarks, not tests: every figure is the median of 
 (the first call, which compiles, is reported apart), all in one process, and the runs of the
 functions compared alternate, so that a change of machine load hits them alike.
 
-    python scripts/benchmark.py                        # about 4 min on 2 CPU cores (estimated)
+    python scripts/benchmark.py                        # 4 min on 2 CPU cores (227 s measured)
     python scripts/benchmark.py --quick --out /tmp/b   # 1.7 min, mostly compiling: a smoke run
     python scripts/benchmark.py --only inference cantera
 
