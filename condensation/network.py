@@ -107,6 +107,15 @@ def abstract_variables(net: Network, input_shape: Sequence[int]) -> Variables:
     return jax.eval_shape(lambda k, x: net.module().init(k, x), jax.random.key(0), x)
 
 
+def input_shape_of(net: Network, variables: Variables) -> tuple[int, ...]:
+    """An input shape (no batch axis) that fits saved ``variables``: an MLP's input width (its
+    first kernel's rows); the conv nets here take RGB images, and their parameters do not
+    depend on the image size (global pooling): CIFAR-10's 32x32x3."""
+    if net.arch == "mlp":
+        return (int(np.shape(variables["params"]["Dense_0"]["kernel"])[0]),)
+    return (32, 32, 3)
+
+
 def check_shapes(net: Network, variables: Variables, input_shape: Sequence[int]) -> None:
     """Raise if ``variables`` do not have exactly the shapes ``net`` (rebuilt) expects."""
     want = jax.tree.map(lambda a: tuple(a.shape), abstract_variables(net, input_shape))

@@ -55,7 +55,14 @@ from condensation.combustion.chem import cantera_trajectory, initial_mass_fracti
 from condensation.combustion.data import features
 from condensation.experiment import build_network
 from condensation.io import atomic_write_text, git_commit, load_network, machine, write_json
-from condensation.network import Network, architecture, count_flops, count_params, reduce_network
+from condensation.network import (
+    Network,
+    architecture,
+    count_flops,
+    count_params,
+    input_shape_of,
+    reduce_network,
+)
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,16 +152,9 @@ def load_pair(folder: Path) -> dict[str, Any]:
     return {which: load_network(folder / which)[:2] for which in PAIR}
 
 
-def input_shape(net: Network, variables) -> tuple[int, ...]:
-    """[features] of an MLP (its first kernel's rows); CIFAR-10's [32, 32, 3] for the conv nets."""
-    if net.arch == "mlp":
-        return (np.shape(variables["params"]["Dense_0"]["kernel"])[0],)
-    return CIFAR_SHAPE
-
-
 def describe(net: Network, variables) -> dict[str, Any]:
     return {"arch": net.arch, "widths": list(net.widths), "params": count_params(variables),
-            "flops_per_sample": count_flops(net, input_shape(net, variables))}
+            "flops_per_sample": count_flops(net, input_shape_of(net, variables))}
 
 
 def forward(net: Network, variables, x: jax.Array) -> Callable[[], jax.Array]:
@@ -204,7 +204,7 @@ def inference_pair(pair: dict[str, Any], budget: Budget) -> dict[str, Any]:
     net, variables = pair["original"]
     rows = []
     for batch in BATCHES[net.arch]:
-        x = jax.random.normal(jax.random.key(batch), (batch, *input_shape(net, variables)))
+        x = jax.random.normal(jax.random.key(batch), (batch, *input_shape_of(net, variables)))
         t, _ = bench({which: forward(*pair[which], x) for which in PAIR}, budget,
                      f"inference {net.arch} batch {batch}")
         for which in PAIR:
@@ -302,7 +302,7 @@ def condense(args, budget: Budget) -> dict[str, Any]:
     for name, (net, variables, threshold, note) in cases.items():
         variables = jax.device_put(variables)
         run = lambda net=net, v=variables, th=threshold: reduce_network(
-            net, v, threshold=th, activation=net.options["activation"], input_shape=input_shape(net, v))
+            net, v, threshold=th, activation=net.options["activation"], input_shape=input_shape_of(net, v))
         t, result = bench({"pass": run}, budget, f"condense {name}")
         new_net, new_vars = result["pass"]
         out[name] = {"what": note, "arch": net.arch, "threshold": threshold,
@@ -318,7 +318,7 @@ def train_fn(net: Network, variables) -> tuple[Callable[[], jax.Array], int, flo
     batch, opt, loss = TRAIN[net.arch]
     module, tx = net.module(), make_optimizer(opt, steps_per_epoch=1000, epochs=1)
     state = create_train_state(jax.device_put(variables), tx, jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (batch, *input_shape(net, variables)))
+    x = jax.random.normal(jax.random.key(1), (batch, *input_shape_of(net, variables)))
     out_dim = net.options[architecture(net.arch).output_arg]
     y = (jax.random.randint(jax.random.key(2), (batch,), 0, out_dim) if loss == "cross_entropy"
          else jax.random.normal(jax.random.key(2), (batch, out_dim)))
@@ -351,7 +351,7 @@ def training(args, budget: Budget) -> dict[str, Any]:
         fns[name], batch, flops, setting = train_fn(net, variables)
         info[name] = {"arch": net.arch, "widths": list(net.widths), "batch": batch, **setting,
                       "step_flops": flops,
-                      "forward_flops_x3": 3 * batch * count_flops(net, input_shape(net, variables))}
+                      "forward_flops_x3": 3 * batch * count_flops(net, input_shape_of(net, variables))}
     t, _ = bench(fns, budget, "training", budget.train_run_s)
     peak = 2 * MATMUL**3 / t["matmul"]["median_s"] / 1e9
     rows = {}

@@ -38,16 +38,8 @@ if str(ROOT) not in sys.path:
 
 from condensation.condense import assign_groups, cosine_similarity, input_vectors  # noqa: E402
 from condensation.io import git_commit, load_network, write_json  # noqa: E402
-from condensation.network import Network  # noqa: E402
+from condensation.network import input_shape_of  # noqa: E402
 from condensation.plots import plt, save_figure  # noqa: E402
-
-
-def input_shape_of(net: Network, variables) -> tuple[int, ...]:
-    """An input shape that initializes ``net`` as the run did: a dense net's input width; for
-    conv nets (global pooling: parameters do not depend on the image size) 32x32 images."""
-    leaves = jax.tree_util.tree_leaves_with_path(variables["params"])
-    kernel = next(v for p, v in leaves if jax.tree_util.keystr(p).endswith("['kernel']"))
-    return (kernel.shape[0],) if kernel.ndim == 2 else (32, 32, kernel.shape[2])
 
 
 def load_run(run: Path) -> dict[str, Any]:
