@@ -104,6 +104,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
             _fail("reduce.auto.min_threshold", auto.get("min_threshold"), "a number in (0, 1]")
         if not (isinstance(auto.get("max_rounds"), int) and auto["max_rounds"] >= 1):
             _fail("reduce.auto.max_rounds", auto.get("max_rounds"), "an integer >= 1")
+    if red.get("sizes", "all") not in ("all", "final"):  # conf/reduce/scratch.yaml
+        _fail("reduce.sizes", red.get("sizes"), "all, final (the sizes a scratch baseline trains: "
+              "every accepted round of the condensation run in reduce.targets, or only its last)")
     if not isinstance(red.get("finetune_epochs"), int) or red["finetune_epochs"] < 0:
         _fail("reduce.finetune_epochs", red.get("finetune_epochs"), "an integer >= 0")
     if cfg.get("logger", "jsonl") not in LOGGERS:
@@ -188,7 +191,8 @@ def _reduce_outcome(rcfg: dict[str, Any]) -> dict[str, Any]:
 
 def load_targets(cfg: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
     """A baseline's sizes: the accepted rounds of the condensation run in ``reduce.targets``
-    (run directory, widths and threshold of each), checked against this run's config."""
+    (run directory; widths, threshold and round of each; only the last with
+    ``reduce.sizes=final``), checked against this run's config."""
     rcfg = cfg["reduce"]
     folder = Path(str(rcfg.get("targets")))
     need = [folder / "curve.csv", folder / "config.yaml", folder / "networks" / "original" / "network.json"]
@@ -211,11 +215,11 @@ def load_targets(cfg: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
               "in them): a baseline is compared with the condensation of the same network")
     with (folder / "curve.csv").open() as f:
         rows = [{"widths": tuple(int(w) for w in r["widths"].split()),
-                 "threshold": float(r["threshold"])}
+                 "threshold": float(r["threshold"]), "round": int(r["round"])}
                 for r in csv.DictReader(f) if r["accepted"] == "True"]
     if not rows:
         _fail("reduce.targets", str(folder), "a condensation run with at least one accepted round")
-    return folder, rows
+    return folder, rows[-1:] if rcfg.get("sizes", "all") == "final" else rows
 
 
 def _check_run_dir(workdir: Path, cfg: dict[str, Any]) -> bool:
@@ -418,7 +422,7 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
             break
         ft_epochs = int(rcfg["finetune_epochs"])
         if meth.from_scratch:  # the training schedule, for as many epochs as the merged network got
-            ft_epochs = int(tcfg["epochs"]) + (r + 1) * ft_epochs
+            ft_epochs = int(tcfg["epochs"]) + (targets[r]["round"] + 1) * ft_epochs
             tx = make_optimizer(optim_config(tcfg), steps_per_epoch, ft_epochs)
         else:
             ft_lr = float(rcfg.get("finetune_lr") or tcfg["lr"])

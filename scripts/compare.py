@@ -49,19 +49,23 @@ def run_dir(root: Path, seed: int, method: str) -> Path:
     return root / f"seed{seed}" if method == "condense" else root / f"seed{seed}" / "baselines" / method
 
 
-def command(overrides: list[str], root: Path, seed: int, method: str) -> list[str]:
+def command(overrides: list[str], root: Path, seed: int, method: str,
+            scratch_sizes: str = "all") -> list[str]:
     extra = ([] if method == "condense" else
              [f"reduce={method}", f"reduce.targets={run_dir(root, seed, 'condense')}"])
+    if method == "scratch" and scratch_sizes != "all":
+        extra.append(f"reduce.sizes={scratch_sizes}")
     return [sys.executable, "-m", "experiments.run", *overrides, f"seed={seed}", *extra,
             f"hydra.run.dir={run_dir(root, seed, method)}"]
 
 
-def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[str]) -> None:
+def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[str],
+            scratch_sizes: str = "all") -> None:
     for seed in seeds:
         for m in ["condense", *[m for m in methods if m != "condense"]]:
             if (run_dir(root, seed, m) / "summary.json").is_file():
                 continue
-            cmd = command(overrides, root, seed, m)
+            cmd = command(overrides, root, seed, m, scratch_sizes)
             print("+", " ".join(cmd[1:]), flush=True)
             if subprocess.run(cmd, cwd=ROOT).returncode != 0:
                 raise SystemExit(f"error: the {m} run of seed {seed} failed: {' '.join(cmd)}")
@@ -132,7 +136,8 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
 
 def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()) -> dict[str, Any]:
     result = aggregate(root, fields=fields,
-                       ignore=["seed", "fresh", "reduce.targets", "model.gamma", "logger"])
+                       ignore=["seed", "fresh", "reduce.targets", "reduce.sizes", "model.gamma",
+                               "logger"])
     if result["keys"] not in ([], ["reduce.method"]):
         raise NoRunsError(f"runs under {root} differ in more than the method and seed: "
                           f"{result['keys']}; give each comparison its own --root")
@@ -165,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default: results/<experiment>/comparison)")
+    ap.add_argument("--scratch-sizes", choices=("all", "final"), default="all",
+                    help="the scratch baseline at every size of the condensation curve, or only "
+                         "at the final one (each trains for the full schedule; final saves most of "
+                         "the comparison's time for networks that take hours)")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the finished runs")
     ap.add_argument("--field", action="append", default=[],
                     help="extra summary.json field for the table, dotted path (repeatable), e.g. "
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="experiment overrides, after --")
     args = ap.parse_args(argv)
     if not args.no_run:
-        run_all(args.overrides, args.root, args.seeds, args.methods)
+        run_all(args.overrides, args.root, args.seeds, args.methods, args.scratch_sizes)
     try:
         command = "python scripts/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result = write(args.root, args.out or ROOT / "results" / _name(args.root) / "comparison",

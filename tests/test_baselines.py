@@ -131,6 +131,31 @@ def test_baseline_run_matches_the_condensation_sizes(condensed, tmp_path, monkey
     assert list(net.widths) == summary["widths_after"]
 
 
+def test_scratch_at_the_final_size_only(condensed, tmp_path, monkeypatch):
+    """reduce.sizes=final: one network of the last accepted widths, trained as long as the
+    condensed network of that round was (training plus every round's fine-tuning)."""
+    cond_dir, _ = condensed
+    cfg = compose_config([*TINY_TOY, "reduce=scratch", f"reduce.targets={cond_dir}",
+                          "reduce.sizes=final"])
+    calls = count_epochs(monkeypatch)
+    summary = train_and_reduce(cfg, tmp_path)
+    ours = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    last = [r for r in csv.DictReader((cond_dir / "curve.csv").open()) if r["accepted"] == "True"][-1]
+    assert [(r["widths"], r["params"]) for r in ours] == [(last["widths"], last["params"])]
+    assert summary["widths_after"] == [int(w) for w in last["widths"].split()]
+    ft, train_epochs = cfg["reduce"]["finetune_epochs"], cfg["train"]["epochs"]
+    assert len(calls) == train_epochs + (int(last["round"]) + 1) * ft
+
+
+def test_bad_scratch_sizes_is_refused(condensed, tmp_path):
+    cond_dir, _ = condensed
+    cfg = compose_config([*TINY_TOY, "reduce=scratch", f"reduce.targets={cond_dir}",
+                          "reduce.sizes=last"])
+    with pytest.raises(ConfigError, match=r"reduce.sizes='last'; allowed: all, final"):
+        train_and_reduce(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_baseline_without_a_condensation_run_is_refused(tmp_path):
     cfg = compose_config([*TINY_TOY, "reduce=magnitude", f"reduce.targets={tmp_path / 'none'}"])
     with pytest.raises(ConfigError, match=r"invalid config: reduce.targets=.*none.*finished "
