@@ -16,6 +16,7 @@ unfinished one resumes, so the command can be repeated until everything is done.
   statistics);
 - ``comparison.png``: size ratio versus metric for every method and round (after fine-tuning:
   filled, before: hollow), mean and std over seeds;
+- ``curves.csv``: the points behind it, one row per method, round and seed;
 - ``runs.json``: the command, the machine, and every run directory with its seed, method,
   commit and wall time.
 """
@@ -71,18 +72,21 @@ def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[st
                 raise SystemExit(f"error: the {m} run of seed {seed} failed: {' '.join(cmd)}")
 
 
+CURVE_FIELDS = ("size_ratio", "metric_before_finetune", "metric_after_finetune")
+
+
 def curves(root: Path) -> dict[str, dict[int, list[dict[str, float]]]]:
-    """method -> round -> one row per seed (size ratio and metric before/after fine-tuning)."""
+    """method -> round -> one row per seed (seed, size ratio, metric before/after fine-tuning)."""
     out: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for summary in sorted(root.rglob("summary.json")):
         d = summary.parent
         method = d.name if d.parent.name == "baselines" else "condense"
+        seed = json.loads(summary.read_text()).get("seed")
         with (d / "curve.csv").open() as f:
             for r in csv.DictReader(f):
                 if r["accepted"] == "True":
                     out[method][int(r["round"])].append(
-                        {k: float(r[k]) for k in ("size_ratio", "metric_before_finetune",
-                                                  "metric_after_finetune")})
+                        {"seed": seed, **{k: float(r[k]) for k in CURVE_FIELDS}})
     return out
 
 
@@ -151,7 +155,12 @@ def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()
     write_csv(out / "comparison.csv", result["rows"], cols)
     atomic_write_text(out / "comparison.md", markdown(result))
     n = {len(r["_runs"]) for r in result["rows"]}
-    plot(result, curves(root), out / "comparison.png",
+    lines = curves(root)
+    write_csv(out / "curves.csv", [{"method": m, "round": k, **row}
+                                   for m in METHODS if m in lines
+                                   for k in sorted(lines[m]) for row in lines[m][k]],
+              ["method", "round", "seed", *CURVE_FIELDS])
+    plot(result, lines, out / "comparison.png",
          f"{root.name}: every method at the condensation run's sizes, "
          f"{'/'.join(map(str, sorted(n)))} seeds")
     write_json(out / "runs.json", {"command": command, "machine": machine(), "runs": [

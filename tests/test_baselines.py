@@ -201,8 +201,13 @@ def test_compare_script_tables_every_method(condensed, tmp_path):
     assert set(rows) == {"condense", "magnitude", "random"}
     assert rows["condense"]["reduced_metric_after_finetune_mean"] == cond["reduced_metric_after_finetune"]
     assert rows["magnitude"]["size_ratio_mean"] == cond["size_ratio"]
-    for f in ("comparison.csv", "comparison.md", "comparison.png", "runs.json"):
+    for f in ("comparison.csv", "comparison.md", "comparison.png", "curves.csv", "runs.json"):
         assert (tmp_path / "out" / f).is_file(), f
+    points = list(csv.DictReader((tmp_path / "out" / "curves.csv").open()))
+    assert {(p["method"], p["round"], p["seed"]) for p in points} == {
+        (m, r, "0") for m in ("condense", "magnitude", "random") for r in ("0", "1")}
+    last = [p for p in points if p["method"] == "condense" and p["round"] == "1"][0]
+    assert float(last["metric_after_finetune"]) == cond["reduced_metric_after_finetune"]
     assert "| magnitude |" in (tmp_path / "out" / "comparison.md").read_text()
 
 
