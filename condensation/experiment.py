@@ -169,6 +169,8 @@ class Checkpoints:
 # Keys that change how a run is carried out, not its outcome: a run may resume under other values.
 OPERATIONAL = {"fresh": None, "logger": None,
                "train": ("checkpoint_every", "checkpoint_every_steps", "track_groups_at")}
+OPERATIONAL_KEYS = tuple(key if sub is None else f"{key}.{k}" for key, sub in OPERATIONAL.items()
+                         for k in (sub or (None,)))  # dotted: "fresh", "train.checkpoint_every", ...
 
 
 def _outcome_config(cfg: dict[str, Any]) -> dict[str, Any]:

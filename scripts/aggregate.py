@@ -8,8 +8,8 @@
 
 Finds every run directory below SWEEP_DIR that holds ``summary.json`` and ``config.yaml``
 (a finished run; any launcher, any folder layout), reads each run's resolved ``config.yaml``
-and groups the runs by every config value that differs between them except the seed (and
-``fresh``; more keys or whole sections with ``--ignore``, e.g. ``--ignore data.cache_dir``).
+and groups the runs by every config value that differs between them except the seed (and the
+operational keys: ``fresh``, ``logger``, checkpoint frequencies; more keys or whole sections with ``--ignore``, e.g. ``--ignore data.cache_dir``).
 A group is named by its differing keys, e.g. ``reduce.auto.start=0.99``; its runs are the
 seeds. Writes into --out (default ``results/<experiment name>/sweep``), each file atomically:
 
@@ -45,10 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is in the checkout
     sys.path.insert(0, str(ROOT))
 
+from condensation.experiment import OPERATIONAL_KEYS  # noqa: E402
 from condensation.io import atomic_write_text, write_csv  # noqa: E402
 
 # Keys that never make runs differ: the seed is what a group averages over.
-DEFAULT_IGNORE = ("seed", "fresh")
+# the seed, and the keys that change how a run is carried out, not its outcome (checkpoint
+# frequencies, logger, ...): runs made before such a key existed group with those made after
+DEFAULT_IGNORE = ("seed", *OPERATIONAL_KEYS)
 # Always first in the table, in this order; then the other numeric top-level summary fields.
 MAIN_FIELDS = ("size_ratio", "original_metric", "reduced_metric_after_finetune")
 SKIP_FIELDS = {"seed"}

@@ -140,8 +140,7 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
 
 def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()) -> dict[str, Any]:
     result = aggregate(root, fields=fields,
-                       ignore=["seed", "fresh", "reduce.targets", "reduce.sizes", "model.gamma",
-                               "logger"])
+                       ignore=["reduce.targets", "reduce.sizes", "model.gamma"])
     if result["keys"] not in ([], ["reduce.method"]):
         raise NoRunsError(f"runs under {root} differ in more than the method and seed: "
                           f"{result['keys']}; give each comparison its own --root")
@@ -162,7 +161,7 @@ def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()
               ["method", "round", "seed", *CURVE_FIELDS])
     plot(result, lines, out / "comparison.png",
          f"{root.name}: every method at the condensation run's sizes, "
-         f"{'/'.join(map(str, sorted(n)))} seeds")
+         f"{'/'.join(map(str, sorted(n)))} seed{'' if n == {1} else 's'}")
     write_json(out / "runs.json", {"command": command, "machine": machine(), "runs": [
         {"dir": str(r["dir"]), "method": r["config"].get("reduce.method", "condense"),
          "seed": r["config"].get("seed"), "commit": r["summary"].get("commit"),

@@ -122,6 +122,27 @@ def test_aggregate_without_differences_is_one_group(tmp_path):
     assert aggregate.default_out(result, tmp_path / "sweep") == ROOT / "results" / "toy" / "sweep"
 
 
+def test_aggregate_groups_runs_across_operational_keys(tmp_path):
+    """A run made before train.track_groups_at existed, or with other checkpoint frequencies or
+    logger, has the same outcome: one group; a key that changes the outcome still splits."""
+    train = {"epochs": 3, "checkpoint_every": 1, "checkpoint_every_steps": 100,
+             "track_groups_at": 0.95}
+    older = {k: v for k, v in train.items() if k not in ("checkpoint_every_steps", "track_groups_at")}
+    for seed, tr, logger in ((0, older, "jsonl"), (1, train, "tensorboard"),
+                             (2, {**train, "checkpoint_every": 5}, "jsonl")):
+        _fake_run(tmp_path / "sweep" / f"seed={seed}",
+                  {"seed": seed, "name": "toy", "train": tr, "logger": logger},
+                  {"seed": seed, "size_ratio": 0.5, "original_metric": 1.0,
+                   "reduced_metric_after_finetune": 2.0, "metric": "test_loss"})
+    result = aggregate.aggregate(tmp_path / "sweep")
+    assert result["keys"] == [] and result["rows"][0]["n_seeds"] == 3
+    _fake_run(tmp_path / "sweep" / "seed=3", {"seed": 3, "name": "toy", "logger": "jsonl",
+                                              "train": {**train, "epochs": 4}},
+              {"seed": 3, "size_ratio": 0.5, "original_metric": 1.0,
+               "reduced_metric_after_finetune": 2.0, "metric": "test_loss"})
+    assert aggregate.aggregate(tmp_path / "sweep")["keys"] == ["train.epochs"]
+
+
 def test_aggregate_without_finished_runs_is_a_clear_error(tmp_path):
     (tmp_path / "sweep" / "seed=0").mkdir(parents=True)
     (tmp_path / "sweep" / "seed=0" / "config.yaml").write_text("seed: 0\n")
