@@ -9,9 +9,10 @@
 Finds every run directory below SWEEP_DIR that holds ``summary.json`` and ``config.yaml``
 (a finished run; any launcher, any folder layout), reads each run's resolved ``config.yaml``
 and groups the runs by every config value that differs between them except the seed (and the
-operational keys: ``fresh``, ``logger``, checkpoint frequencies; more keys or whole sections with ``--ignore``, e.g. ``--ignore data.cache_dir``).
-A group is named by its differing keys, e.g. ``reduce.auto.start=0.99``; its runs are the
-seeds. Writes into --out (default ``results/<experiment name>/sweep``), each file atomically:
+operational keys: ``fresh``, ``logger``, checkpoint frequencies; more keys or whole sections
+with ``--ignore``, e.g. ``--ignore data.cache_dir``). A group is named by its differing keys,
+e.g. ``reduce.auto.start=0.99``; its runs are the seeds. Writes into --out (default
+``results/<experiment name>/sweep``), each file atomically:
 
 - ``sweep.csv``: one row per group: ``group``, one column per differing key, ``metric`` (the
   summary's metric name), ``n_seeds``, ``seeds``, then ``<field>_mean`` and ``<field>_std`` for
