@@ -49,9 +49,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is i
 from condensation.experiment import OPERATIONAL_KEYS  # noqa: E402
 from condensation.io import atomic_write_text, write_csv  # noqa: E402
 
-# Keys that never make runs differ: the seed is what a group averages over.
-# the seed, and the keys that change how a run is carried out, not its outcome (checkpoint
-# frequencies, logger, ...): runs made before such a key existed group with those made after
+# Keys that never make runs differ: the seed is what a group averages over, and the keys that
+# change how a run is carried out, not its outcome (logger, checkpoint frequencies, ...), so runs
+# made before such a key existed group with those made after.
 DEFAULT_IGNORE = ("seed", *OPERATIONAL_KEYS)
 # Always first in the table, in this order; then the other numeric top-level summary fields.
 MAIN_FIELDS = ("size_ratio", "original_metric", "reduced_metric_after_finetune")

@@ -16,7 +16,8 @@ unfinished one resumes, so the command can be repeated until everything is done.
   statistics);
 - ``comparison.png``: size ratio versus metric for every method and round (after fine-tuning:
   filled, before: hollow), mean and std over seeds;
-- ``curves.csv``: the points behind it, one row per method, round and seed;
+- ``curves.csv``: the points behind it, one row per method, round and seed (a method's own
+  rounds: scratch with ``--scratch-sizes final`` has one, round 0, at the final size);
 - ``runs.json``: the command, the machine, and every run directory with its seed, method,
   commit and wall time.
 """
