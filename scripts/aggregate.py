@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                          "besides seed and fresh (repeatable)")
     args = ap.parse_args(argv)
     try:
-        result = aggregate(args.sweep_dir, fields=args.field, ignore=[*DEFAULT_IGNORE, *args.ignore])
+        result = aggregate(args.sweep_dir, fields=args.field, ignore=args.ignore)
     except NoRunsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,8 +7,9 @@ For each seed, runs ``python -m experiments.run OVERRIDES seed=S`` (condensation
 ``ROOT/seedS`` and then each baseline (``reduce=<method> reduce.targets=ROOT/seedS``) into
 ``ROOT/seedS/baselines/<method>``: the baselines reduce to the sizes of that seed's
 condensation rounds with the same fine-tuning (conf/reduce/). A finished run is skipped and an
-unfinished one resumes, so the command can be repeated until everything is done. Then writes to
-``--out`` (default ``results/<experiment>/comparison``), atomically:
+unfinished one resumes, so the command can be repeated until everything is done. Then writes,
+from every finished run under ``--root`` (whatever ``--seeds`` says), to ``--out`` (default
+``results/<experiment>/comparison``), atomically:
 
 - ``comparison.csv`` / ``comparison.md``: per method, at the final size (the condensation run's
   last accepted round): size ratio, the original's metric, the metric before and after
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[1:]))
     ap.add_argument("--root", type=Path, required=True, help="folder of the comparison's runs")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds to run; the table and plot take every finished run under --root")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default: results/<experiment>/comparison)")
