@@ -20,7 +20,8 @@ from every finished run under ``--root`` (whatever ``--seeds`` says), to ``--out
 - ``curves.csv``: the points behind it, one row per method, round and seed (a method's own
   rounds: scratch with ``--scratch-sizes final`` has one, round 0, at the final size);
 - ``runs.json``: the command, the machine, and every run directory with its seed, method,
-  commit and wall time.
+  wall time (summed over resumes), ``commit`` (of the process that finished it) and
+  ``commits`` (of every process that worked on it, in order, from its metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -89,6 +90,20 @@ def curves(root: Path) -> dict[str, dict[int, list[dict[str, float]]]]:
                 if r["accepted"] == "True":
                     out[method][int(r["round"])].append(
                         {"seed": seed, **{k: float(r[k]) for k in CURVE_FIELDS}})
+    return out
+
+
+def process_commits(run: Path) -> list[str]:
+    """The commits of the processes that worked on a run, in order: from the
+    ``start`` and ``resume`` events of its metrics.jsonl (a resumed run may span several),
+    consecutive repeats collapsed, so the last is the commit that finished it."""
+    out: list[str] = []
+    path = run / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        event = json.loads(line)
+        commit = event.get("commit")
+        if event.get("event") in ("start", "resume") and commit and out[-1:] != [commit]:
+            out.append(commit)
     return out
 
 
@@ -167,6 +182,7 @@ def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()
     write_json(out / "runs.json", {"command": command, "machine": machine(), "runs": [
         {"dir": str(r["dir"]), "method": r["config"].get("reduce.method", "condense"),
          "seed": r["config"].get("seed"), "commit": r["summary"].get("commit"),
+         "commits": process_commits(Path(r["dir"])),
          "wall_time_s": r["summary"].get("wall_time_s")} for r in result["runs"]]})
     return result
 

@@ -209,6 +209,10 @@ def test_compare_script_tables_every_method(condensed, tmp_path):
     last = [p for p in points if p["method"] == "condense" and p["round"] == "1"][0]
     assert float(last["metric_after_finetune"]) == cond["reduced_metric_after_finetune"]
     assert "| magnitude |" in (tmp_path / "out" / "comparison.md").read_text()
+    runs = json.loads((tmp_path / "out" / "runs.json").read_text())["runs"]
+    assert len(runs) == 3
+    for r in runs:
+        assert r["commits"] and r["commits"][-1] == r["commit"], r
 
 
 def test_diagnostics_script_makes_its_figures(condensed, tmp_path):
