@@ -21,7 +21,8 @@ from every finished run under ``--root`` (whatever ``--seeds`` says), to ``--out
   rounds: scratch with ``--scratch-sizes final`` has one, round 0, at the final size);
 - ``runs.json``: the command, the machine, and every run directory with its seed, method,
   wall time (summed over resumes), ``commit`` (of the process that finished it) and
-  ``commits`` (of every process that worked on it, in order, from its metrics.jsonl).
+  ``commits`` (of every process that worked on it, in order, from its metrics.jsonl, where
+  the events record one).
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def curves(root: Path) -> dict[str, dict[int, list[dict[str, float]]]]:
 def process_commits(run: Path) -> list[str]:
     """The commits of the processes that worked on a run, in order: from the
     ``start`` and ``resume`` events of its metrics.jsonl (a resumed run may span several),
-    consecutive repeats collapsed, so the last is the commit that finished it."""
+    consecutive repeats collapsed, so the last is the commit that finished it. Events of
+    the project's earliest runs record none: their RUN.md says which code they ran."""
     out: list[str] = []
     path = run / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.is_file() else []:
