@@ -16,7 +16,8 @@ from every finished run under ``--root`` (whatever ``--seeds`` says), to ``--out
   fine-tuning and any ``--field``, mean ± sample std over seeds (scripts/aggregate.py's
   statistics);
 - ``comparison.png``: size ratio versus metric for every method and round (after fine-tuning:
-  filled, before: hollow), mean and std over seeds;
+  filled, before: hollow), mean and std over seeds, and beside it the same after fine-tuning
+  only, on its own axes;
 - ``curves.csv``: the points behind it, one row per method, round and seed (a method's own
   rounds: scratch with ``--scratch-sizes final`` has one, round 0, at the final size);
 - ``runs.json``: the command, the machine, and every run directory with its seed, method,
@@ -115,6 +116,8 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float]]]], path: Path,
          title: str) -> None:
+    """Two panels: every method before (hollow) and after (filled) fine-tuning, and the same
+    after fine-tuning only, on its own y-range (the methods end close together)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,38 +125,41 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
 
     from condensation.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.3})
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    for method in [m for m in METHODS if m in lines]:
-        rounds = sorted(lines[method])
-        for key, style in (("metric_after_finetune", "-o"), ("metric_before_finetune", ":o")):
-            x = [_mean_std([r["size_ratio"] for r in lines[method][k]]) for k in rounds]
-            y = [_mean_std([r[key] for r in lines[method][k]]) for k in rounds]
-            after = key == "metric_after_finetune"
-            ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[s for _, s in x],
-                        yerr=[s for _, s in y], fmt=style, color=colors[method], capsize=3,
-                        mfc=colors[method] if after else "white",
-                        label=f"{method} ({'after' if after else 'before'} fine-tuning)")
     originals = {row["reduce.method"]: row for row in result["rows"]}
-    if "condense" in originals:
-        o = originals["condense"]
-        ax.errorbar([1.0], [o["original_metric_mean"]], yerr=[o["original_metric_std"] or 0.0],
-                    fmt="*", ms=12, color="k", capsize=3, label="original (small init.)")
-    if "merge_standard_init" in originals:
-        o = originals["merge_standard_init"]
-        ax.errorbar([1.0], [o["original_metric_mean"]], yerr=[o["original_metric_std"] or 0.0],
-                    fmt="*", ms=12, color=colors["merge_standard_init"], capsize=3,
-                    label="original (standard init.)")
     summaries = [r["summary"] for r in result["runs"]]
-    if summaries and all(s.get("log_metric") for s in summaries):
-        ax.set_yscale("log")
     metric = summaries[0].get("metric", "metric") if summaries else "metric"
-    ax.set_xlabel("parameters / original parameters (mean ± std over seeds)")
-    ax.set_ylabel(metric)
-    ax.set_xlim(0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-    ax.set_title(title, fontsize=9)
+    keys = (("metric_after_finetune", "-o"), ("metric_before_finetune", ":o"))
+    for ax, panel_keys in zip(axes, (keys, keys[:1]), strict=True):
+        for method in [m for m in METHODS if m in lines]:
+            rounds = sorted(lines[method])
+            for key, style in panel_keys:
+                x = [_mean_std([r["size_ratio"] for r in lines[method][k]]) for k in rounds]
+                y = [_mean_std([r[key] for r in lines[method][k]]) for k in rounds]
+                after = key == "metric_after_finetune"
+                ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[s for _, s in x],
+                            yerr=[s for _, s in y], fmt=style, color=colors[method], capsize=3,
+                            mfc=colors[method] if after else "white",
+                            label=f"{method} ({'after' if after else 'before'} fine-tuning)")
+        for method, label in (("condense", "original (small init.)"),
+                              ("merge_standard_init", "original (standard init.)")):
+            if method in originals:
+                o = originals[method]
+                ax.errorbar([1.0], [o["original_metric_mean"]],
+                            yerr=[o["original_metric_std"] or 0.0], fmt="*", ms=12,
+                            color="k" if method == "condense" else colors[method], capsize=3,
+                            label=label)
+        if summaries and all(s.get("log_metric") for s in summaries):
+            ax.set_yscale("log")
+        ax.set_xlabel("parameters / original parameters (mean ± std over seeds)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].set_xlim(0, 1.05)
+    axes[0].set_title("before (hollow) and after (filled) fine-tuning", fontsize=9)
+    axes[1].set_title("after fine-tuning only (own axes)", fontsize=9)
+    axes[0].legend(fontsize=7, ncol=4, loc="upper left", bbox_to_anchor=(0.0, -0.14))
+    fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
 
 
