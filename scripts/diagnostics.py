@@ -14,8 +14,10 @@ makes it). Writes to ``--out`` (default ``results/<experiment>/diagnostics``):
   same order at initialization; the reduced network's units by their own groups.
 - ``groups_vs_epoch.png``: each layer's number of groups at the tracked threshold
   (``train.track_groups_at``), as a fraction of its width, at initialization and after every
-  training epoch (from metrics.jsonl; runs made before the tracking existed are skipped).
-- ``diagnostics.json``: the numbers behind both (groups per matrix, the source runs).
+  training epoch, one panel per run (from metrics.jsonl; runs made before the tracking existed
+  are skipped).
+- ``diagnostics.json``: the numbers behind both (groups per matrix, the source runs), and every
+  layer's groups at ``--threshold`` in each trained network (``trained_layers``).
 
 The initial network is rebuilt from the run's seed exactly as experiments.run initialized it.
 """
@@ -118,19 +120,29 @@ def groups_history(run: Path) -> tuple[float | None, dict[str, list[tuple[int, f
 
 
 def plot_groups(histories: list[tuple[str, float, dict]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    """One panel per run (side by side, same axes), one line per layer."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(1 + 4.6 * len(histories), 4.2),
+                             sharey=True, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (label, _, hist), style in zip(histories, ("-", "--"), strict=False):
+    for ax, (label, _, hist) in zip(axes[0], histories, strict=True):
         for i, (layer, pts) in enumerate(hist.items()):
-            ax.plot(*zip(*pts, strict=True), style, color=colors[i % len(colors)], marker=".",
-                    label=f"{label}: {layer}")
-    ax.set_xlabel("training epoch (0 = initialization)")
-    ax.set_ylabel(f"groups at cosine >= {histories[0][1]:g} / layer width")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("condensation during training: distinct input directions per layer", fontsize=9)
+            ax.plot(*zip(*pts, strict=True), color=colors[i % len(colors)],
+                    ls=("-", "--", ":")[i // len(colors) % 3], marker=".", ms=3, label=layer)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("training epoch (0 = initialization)")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6 if len(hist) > 6 else 8, ncol=1 + len(hist) // 7, loc="lower left")
+    axes[0, 0].set_ylabel(f"groups at cosine >= {histories[0][1]:g} / layer width")
+    fig.suptitle("condensation during training: distinct input directions per layer", fontsize=10)
     save_figure(fig, path)
+
+
+def layer_groups(run: dict[str, Any], threshold: float) -> dict[str, dict[str, int]]:
+    """Every unit group of the trained network: its width and its groups at ``threshold``."""
+    trained = run["variables"]["trained"]
+    return {g.name: {"units": int(v.shape[0]), "groups": group_order(v, threshold)[1]}
+            for g in run["net"].spec() for v in [input_vectors(trained, g)]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {label: str(d) for label, d in runs},
         "cosine": {label: {k: {"units": v["units"], "groups": v["groups"]} for k, v in m.items()}
                    for label, m in mats},
+        "trained_layers": {label: layer_groups(run, args.threshold) for label, run in loaded},
         "groups_vs_epoch": {label: {"threshold": t, "fraction": h} for label, t, h in histories},
     })
     print(f"layer {layer} -> {out}")

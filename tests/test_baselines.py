@@ -233,5 +233,9 @@ def test_diagnostics_script_makes_its_figures(condensed, tmp_path):
     assert small["reduced"]["units"] == cond["widths_after"][1]
     assert 1 <= small["trained"]["groups"] <= small["trained"]["units"]
     assert len(d["groups_vs_epoch"]["small init."]["fraction"]["Dense_1"]) == 1 + cfg["train"]["epochs"]
+    for label, layers in d["trained_layers"].items():
+        assert [v["units"] for v in layers.values()] == cond["widths_before"], label
+        assert all(1 <= v["groups"] <= v["units"] for v in layers.values()), label
+    assert d["trained_layers"]["small init."]["Dense_1"]["groups"] == small["trained"]["groups"]
     for f in ("cosine.png", "groups_vs_epoch.png"):
         assert (tmp_path / "out" / f).read_bytes()[:4] == b"\x89PNG"
