@@ -470,11 +470,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     budget = QUICK if args.quick else FULL
+    commit = git_commit()  # before the first json written here changes the tree
     for section in args.only:
         start = time.perf_counter()
         result = RUN[section](args, budget)
         write_json(args.out / f"{section}.json", {
-            "command": " ".join(["python scripts/benchmark.py", *argv]), "commit": git_commit(),
+            "command": " ".join(["python scripts/benchmark.py", *argv]), "commit": commit,
             "machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_s": round(time.perf_counter() - start, 1), "quick": args.quick,
             "timing": "seconds per call: median of warm runs, the functions compared taking turns; "

@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cosine that defines the groups of the matrices (default 0.8)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    commit = git_commit()  # before this script's own outputs change the tree
     standard = args.standard or args.run / "baselines" / "merge_standard_init"
     runs = [("small init.", args.run)] + ([("standard init.", standard)]
                                          if (standard / "networks" / "original").is_dir() else [])
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
               "groups_vs_epoch.png not made", file=sys.stderr)
     write_json(out / "diagnostics.json", {
         "command": "python scripts/diagnostics.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": git_commit(), "layer": layer, "threshold": args.threshold,
+        "commit": commit, "layer": layer, "threshold": args.threshold,
         "runs": {label: str(d) for label, d in runs},
         "cosine": {label: {k: {"units": v["units"], "groups": v["groups"]} for k, v in m.items()}
                    for label, m in mats},
