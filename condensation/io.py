@@ -187,4 +187,14 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, "
-            f"jax {jax.__version__} on {jax.default_backend()}")
+            f"jax {jax.__version__} on {jax.default_backend()}, {allocator()} malloc")
+
+
+def allocator() -> str:
+    """The malloc this process runs on: a preloaded ``tcmalloc``/``jemalloc``/``mimalloc`` or
+    ``system``. On CPU it sets how fast XLA's temporary buffers come and go (README: Speed)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return next((name for name in ("tcmalloc", "jemalloc", "mimalloc") if name in maps), "system")
