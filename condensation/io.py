@@ -187,7 +187,7 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, "
-            f"jax {jax.__version__} on {jax.default_backend()}, {allocator()} malloc")
+            f"jax {jax.__version__} on {jax.default_backend()}, malloc: {allocator()}")
 
 
 def allocator() -> str:

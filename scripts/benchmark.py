@@ -27,14 +27,23 @@ results/benchmarks) one json per section, each with command, commit, machine, da
   (a fresh MobileNetV2 when no pair is given) and its GFLOP/s (XLA's FLOPs of the whole step:
   forward, backward, optimizer; also by the 3 x forward convention), against a 2048x2048 f32
   matmul timed in the same runs.
+- malloc.json: MobileNetV2's training loop (host batches, on-device augmentation, as
+  experiments.run trains) in child processes under the system malloc and under a preloaded
+  tcmalloc (``--tcmalloc PATH``; skipped when it is not installed), taking turns: steps/s, minor
+  page faults per step, the system share of the CPU time, and whether the trained parameters
+  are bit-identical.
 - README.md: the tables, generated from the json files present.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,11 +59,12 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from condensation.cifar10 import make_augment
 from condensation.combustion import Surrogate, load_surrogate
 from condensation.combustion.chem import cantera_trajectory, initial_mass_fractions, step_cantera
 from condensation.combustion.data import features
 from condensation.experiment import build_network
-from condensation.io import atomic_write_text, git_commit, load_network, machine, write_json
+from condensation.io import allocator, atomic_write_text, git_commit, load_network, machine, write_json
 from condensation.network import (
     Network,
     architecture,
@@ -63,10 +73,10 @@ from condensation.network import (
     input_shape_of,
     reduce_network,
 )
-from condensation.train import OptimConfig, create_train_state, make_optimizer, train_step
+from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("inference", "cantera", "condense", "training")
+SECTIONS = ("inference", "cantera", "condense", "training", "malloc")
 PAIR = ("original", "reduced")
 CIFAR_SHAPE = (32, 32, 3)
 ONE_ATM = 101325.0
@@ -88,10 +98,14 @@ class Budget:
     n_states: int       # states advanced by Cantera and the surrogates (the surrogates' batch)
     rollout_steps: int
     rollout_batch: int
+    malloc_steps: int   # training steps per timed epoch of the malloc section
+    malloc_repeats: int  # child processes per allocator, the allocators taking turns
 
 
-FULL = Budget(repeats=7, run_s=0.3, train_run_s=2.0, n_states=4096, rollout_steps=200, rollout_batch=64)
-QUICK = Budget(repeats=2, run_s=0.0, train_run_s=0.0, n_states=16, rollout_steps=5, rollout_batch=4)
+FULL = Budget(repeats=7, run_s=0.3, train_run_s=2.0, n_states=4096, rollout_steps=200, rollout_batch=64,
+              malloc_steps=60, malloc_repeats=3)
+QUICK = Budget(repeats=2, run_s=0.0, train_run_s=0.0, n_states=16, rollout_steps=5, rollout_batch=4,
+               malloc_steps=2, malloc_repeats=1)
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -365,7 +379,66 @@ def training(args, budget: Budget) -> dict[str, Any]:
             "missing_pairs": notes}
 
 
-RUN = {"inference": inference, "cantera": cantera, "condense": condense, "training": training}
+# ---- malloc: the training loop under the system malloc and under tcmalloc ------------------
+
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")  # apt: libtcmalloc-minimal4
+
+
+def malloc_child(steps: int) -> dict[str, Any]:
+    """MobileNetV2's training loop as experiments.run runs it (host batches of 128, on-device
+    crop + flip, SGD) on random CIFAR-shaped images: one epoch of ``steps`` to compile, one
+    timed. Runs in a child process, under whatever malloc it was started with."""
+    net, variables = fresh_mobilenetv2()
+    batch, opt, loss = TRAIN["mobilenetv2"]
+    tx = make_optimizer(opt, steps_per_epoch=steps, epochs=2)
+    state = create_train_state(variables, tx, jax.random.key(1))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(batch * steps, *CIFAR_SHAPE)).astype(np.float32),
+            rng.integers(0, 10, batch * steps).astype(np.int32))
+    kw = {"module": net.module(), "tx": tx, "loss": loss, "batch_size": batch, "seed": 0,
+          "augment": make_augment()}
+    state, _ = train_epoch(state, data, epoch=0, **kw)
+    r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    state, _ = train_epoch(state, data, epoch=1, **kw)
+    seconds = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(state.params):
+        digest.update(np.asarray(leaf).tobytes())
+    return {"allocator": allocator(), "steps_per_s": steps / seconds,
+            "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
+            "system_cpu_share": (r1.ru_stime - r0.ru_stime)
+            / max(r1.ru_stime - r0.ru_stime + r1.ru_utime - r0.ru_utime, 1e-9),
+            "params_sha256": digest.hexdigest()}
+
+
+def malloc(args, budget: Budget) -> dict[str, Any]:
+    if not args.tcmalloc.is_file():
+        return {"skipped": f"no tcmalloc at {args.tcmalloc} (apt install libtcmalloc-minimal4, or "
+                           "--tcmalloc PATH)"}
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    envs = {"system": env, "tcmalloc": {**env, "LD_PRELOAD": str(args.tcmalloc)}}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child", str(budget.malloc_steps)]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
+    for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
+        for name, e in envs.items():
+            out = subprocess.run(cmd, env=e, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    rows = {name: {"allocator": rs[0]["allocator"],
+                   **{k: sig(statistics.median(r[k] for r in rs))
+                      for k in ("steps_per_s", "minor_faults_per_step", "system_cpu_share")},
+                   "runs_steps_per_s": [sig(r["steps_per_s"]) for r in rs]} for name, rs in runs.items()}
+    hashes = {r["params_sha256"] for rs in runs.values() for r in rs}
+    return {"setting": f"MobileNetV2 training loop (train_epoch, batch {TRAIN['mobilenetv2'][0]}, crop + "
+                       f"flip on device), {budget.malloc_steps} timed steps per child process after "
+                       "an epoch that compiles; the allocators' processes take turns",
+            "tcmalloc": str(args.tcmalloc), "allocators": rows,
+            "speedup": sig(rows["tcmalloc"]["steps_per_s"] / rows["system"]["steps_per_s"]),
+            "params_identical": len(hashes) == 1}
+
+
+RUN = {"inference": inference, "cantera": cantera, "condense": condense, "training": training,
+       "malloc": malloc}
 
 
 # ---- README ------------------------------------------------------------------------------------
@@ -434,10 +507,23 @@ def training_md(d: dict[str, Any]) -> list[str]:
     return lines + [f"{k} pair: {why}." for k, why in d["missing_pairs"].items()] + [""]
 
 
+def malloc_md(d: dict[str, Any]) -> list[str]:
+    if "skipped" in d:
+        return [f"Skipped: {d['skipped']}.", ""]
+    lines = [f"{d['setting']}:", ""]
+    lines += table(["malloc", "steps/s", "minor page faults / step", "system CPU share"],
+                   [[name, f"{r['steps_per_s']:.3g}", f"{r['minor_faults_per_step']:,.0f}",
+                     f"{r['system_cpu_share']:.0%}"] for name, r in d["allocators"].items()])
+    return lines + [f"tcmalloc ({d['tcmalloc']}) is {d['speedup']:.3g}x as fast; the trained parameters "
+                    f"are {'bit-identical' if d['params_identical'] else 'NOT identical'} in every "
+                    "process.", ""]
+
+
 MARKDOWN = {"inference": inference_md, "cantera": cantera_md, "condense": condense_md,
-            "training": training_md}
+            "training": training_md, "malloc": malloc_md}
 TITLES = {"inference": "Inference: original against reduced", "condense": "One condensation pass",
-          "cantera": "Combustion: surrogate against Cantera", "training": "Training throughput"}
+          "cantera": "Combustion: surrogate against Cantera", "training": "Training throughput",
+          "malloc": "Training loop: system malloc against tcmalloc"}
 
 
 def render(out: Path) -> str:
@@ -463,12 +549,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--combustion", type=Path, default=ROOT / "results/combustion/surrogate")
     ap.add_argument("--mobilenet", type=Path, default=ROOT / "results/cifar10/networks")
+    ap.add_argument("--tcmalloc", type=Path, default=TCMALLOC, help=f"the library (default {TCMALLOC})")
+    ap.add_argument("--malloc-child", type=int, metavar="STEPS", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    if args.malloc_child:  # one process of the malloc section: its result as the last line
+        print(json.dumps(malloc_child(args.malloc_child)))
+        return
     budget = QUICK if args.quick else FULL
     commit = git_commit()  # before the first json written here changes the tree
     for section in args.only:

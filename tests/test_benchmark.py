@@ -22,7 +22,7 @@ from condensation.network import Network, abstract_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-SECTIONS = ("inference", "cantera", "condense", "training")
+SECTIONS = ("inference", "cantera", "condense", "training", "malloc")
 PROVENANCE = ("command", "commit", "machine", "date", "wall_s", "quick")
 TINY_STAGES = ((1, 4, 1, 1), (2, 6, 2, 2))
 
@@ -87,7 +87,7 @@ def numbers(tree):
 
 
 TITLES = {"inference": "## Inference", "cantera": "## Combustion", "condense": "## One condensation",
-          "training": "## Training"}
+          "training": "## Training throughput", "malloc": "## Training loop"}
 
 
 def read(out: Path, sections=SECTIONS) -> dict[str, dict]:
@@ -132,6 +132,32 @@ def check_training(d: dict) -> None:
     assert all(m["samples_per_s"] > 0 and m["gflops"] > 0 for m in d["models"].values())
 
 
+def check_malloc(d: dict) -> None:
+    if "skipped" in d:
+        assert "tcmalloc" in d["skipped"]
+        return
+    assert {k: r["allocator"] for k, r in d["allocators"].items()} == {"system": "system",
+                                                                          "tcmalloc": "tcmalloc"}
+    assert all(r["steps_per_s"] > 0 for r in d["allocators"].values()) and d["speedup"] > 0
+    assert d["params_identical"] is True  # the allocator must not change what is trained
+
+
+def test_malloc_child_trains_and_reports(benchmark, monkeypatch):
+    monkeypatch.setattr(benchmark, "fresh_mobilenetv2", lambda: tiny_mobilenet(default_widths(TINY_STAGES)))
+    monkeypatch.setitem(benchmark.TRAIN, "mobilenetv2", (4, *benchmark.TRAIN["mobilenetv2"][1:]))
+    a, b = benchmark.malloc_child(3), benchmark.malloc_child(3)
+    assert a["allocator"] in ("system", "tcmalloc") and a["steps_per_s"] > 0
+    assert a["minor_faults_per_step"] >= 0 and 0 <= a["system_cpu_share"] <= 1
+    assert a["params_sha256"] == b["params_sha256"]  # same seed, same training
+
+
+def test_malloc_without_tcmalloc_is_skipped_with_the_reason(benchmark, tmp_path):
+    out = tmp_path / "bench"
+    benchmark.main(["--quick", "--out", str(out), "--only", "malloc", "--tcmalloc", str(tmp_path / "no.so")])
+    d = json.loads((out / "malloc.json").read_text())
+    assert "no tcmalloc at" in d["skipped"] and "Skipped: no tcmalloc" in (out / "README.md").read_text()
+
+
 def test_inference_and_cantera_on_small_surrogates(benchmark, tmp_path):
     out = tmp_path / "bench"
     benchmark.main(["--quick", "--out", str(out), "--only", "inference", "cantera",
@@ -168,6 +194,7 @@ def test_quick_run_of_every_section_on_small_networks(benchmark, tmp_path, monke
     check_cantera(got["cantera"])
     check_condense(got["condense"])
     check_training(got["training"])
+    check_malloc(got["malloc"])
     assert set(got["training"]["models"]) == {"combustion_fcn_original", "combustion_fcn_reduced",
                                               "mobilenetv2_original", "mobilenetv2_reduced"}
 
@@ -185,4 +212,5 @@ def test_quick_command_on_the_published_networks(tmp_path):
     check_cantera(got["cantera"])
     check_condense(got["condense"])
     check_training(got["training"])
+    check_malloc(got["malloc"])
     assert got["inference"]["combustion_fcn"]["original"]["params"] == 6_761_609

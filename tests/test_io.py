@@ -262,7 +262,7 @@ TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 
 def test_machine_names_the_allocator():
     expected = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
-    assert cio.machine().endswith(f", {expected} malloc")
+    assert cio.machine().endswith(f", malloc: {expected}")
     if not TCMALLOC.exists():
         pytest.skip(f"{TCMALLOC} is not installed")
     out = subprocess.run([sys.executable, "-c", "from condensation.io import allocator; print(allocator())"],
