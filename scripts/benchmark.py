@@ -1,10 +1,12 @@
 """Benchmarks: original against reduced networks, the surrogate against Cantera, one condensation
-pass, training throughput. Benchmarks, not tests: every figure is the median of repeated warm runs
-(the first call, which compiles, is reported apart), all in one process, and the runs of the
-functions compared alternate, so that a change of machine load hits them alike.
+pass, training throughput, the training loop under two mallocs. Benchmarks, not tests: every
+figure is the median of repeated warm runs (the first call, which compiles, is reported apart),
+all in one process (the malloc section: in child processes), and the runs of the functions
+compared alternate, so that a change of machine load hits them alike.
 
-    python scripts/benchmark.py                        # 4 min on 2 CPU cores (227 s measured)
-    python scripts/benchmark.py --quick --out /tmp/b   # 1.7 min, mostly compiling: a smoke run
+    python scripts/benchmark.py                        # 11 min on 2 CPU cores (227 s + malloc 425 s)
+    python scripts/benchmark.py --quick --out /tmp/b   # a smoke run, mostly compiling: 1.7 min, and
+                                                       # malloc's 2 processes compile a MobileNetV2 each
     python scripts/benchmark.py --only inference cantera
 
 ``--combustion DIR`` (default results/combustion/surrogate) and ``--mobilenet DIR`` (default
@@ -512,7 +514,7 @@ def malloc_md(d: dict[str, Any]) -> list[str]:
         return [f"Skipped: {d['skipped']}.", ""]
     lines = [f"{d['setting']}:", ""]
     lines += table(["malloc", "steps/s", "minor page faults / step", "system CPU share"],
-                   [[name, f"{r['steps_per_s']:.3g}", f"{r['minor_faults_per_step']:,.0f}",
+                   [[name, f"{r['steps_per_s']:.2f}", f"{r['minor_faults_per_step']:,.0f}",
                      f"{r['system_cpu_share']:.0%}"] for name, r in d["allocators"].items()])
     return lines + [f"tcmalloc ({d['tcmalloc']}) is {d['speedup']:.3g}x as fast; the trained parameters "
                     f"are {'bit-identical' if d['params_identical'] else 'NOT identical'} in every "
