@@ -192,7 +192,7 @@ def machine() -> str:
 
 def allocator() -> str:
     """The malloc this process runs on: a preloaded ``tcmalloc``/``jemalloc``/``mimalloc`` or
-    ``system``. On CPU it sets how fast XLA's temporary buffers come and go (README: Speed)."""
+    ``system``. On CPU it sets how fast XLA's temporary buffers come and go (README: Benchmarks)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
