@@ -190,6 +190,10 @@ def machine() -> str:
             f"jax {jax.__version__} on {jax.default_backend()}, malloc: {allocator()}")
 
 
+# tcmalloc where Debian/Ubuntu's libtcmalloc-minimal4 puts it: LD_PRELOAD it to train faster on CPU
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+
+
 def allocator() -> str:
     """The malloc this process runs on: a preloaded ``tcmalloc``/``jemalloc``/``mimalloc`` or
     ``system``. On CPU it sets how fast XLA's temporary buffers come and go (README: Benchmarks)."""

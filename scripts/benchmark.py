@@ -66,7 +66,15 @@ from condensation.combustion import Surrogate, load_surrogate
 from condensation.combustion.chem import cantera_trajectory, initial_mass_fractions, step_cantera
 from condensation.combustion.data import features
 from condensation.experiment import build_network
-from condensation.io import allocator, atomic_write_text, git_commit, load_network, machine, write_json
+from condensation.io import (
+    TCMALLOC,
+    allocator,
+    atomic_write_text,
+    git_commit,
+    load_network,
+    machine,
+    write_json,
+)
 from condensation.network import (
     Network,
     architecture,
@@ -382,9 +390,6 @@ def training(args, budget: Budget) -> dict[str, Any]:
 
 
 # ---- malloc: the training loop under the system malloc and under tcmalloc ------------------
-
-TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")  # apt: libtcmalloc-minimal4
-
 
 def malloc_child(steps: int) -> dict[str, Any]:
     """MobileNetV2's training loop as experiments.run runs it (host batches of 128, on-device

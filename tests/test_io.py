@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -257,15 +256,12 @@ def test_count_flops_paper_fcn():
     assert count_flops(net.with_widths((1600, 800, 400, 200)), (22,)) < flops / 3
 
 
-TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
-
-
 def test_machine_names_the_allocator():
     expected = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
     assert cio.machine().endswith(f", malloc: {expected}")
-    if not TCMALLOC.exists():
-        pytest.skip(f"{TCMALLOC} is not installed")
+    if not cio.TCMALLOC.exists():
+        pytest.skip(f"{cio.TCMALLOC} is not installed")
     out = subprocess.run([sys.executable, "-c", "from condensation.io import allocator; print(allocator())"],
-                         env={**os.environ, "LD_PRELOAD": str(TCMALLOC)}, capture_output=True,
+                         env={**os.environ, "LD_PRELOAD": str(cio.TCMALLOC)}, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "tcmalloc"
