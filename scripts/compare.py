@@ -8,7 +8,8 @@ For each seed, runs ``python -m experiments.run OVERRIDES seed=S`` (condensation
 ``ROOT/seedS/baselines/<method>``: the baselines reduce to the sizes of that seed's
 condensation rounds with the same fine-tuning (conf/reduce/). A finished run is skipped and an
 unfinished one resumes, so the command can be repeated until everything is done. Then writes,
-from every finished run under ``--root`` (whatever ``--seeds`` says), to ``--out`` (default
+from every finished run under ``--root`` (whatever ``--seeds`` says) and every run that
+``--out``'s runs.json keeps from earlier, to ``--out`` (default
 ``results/<experiment>/comparison``), atomically:
 
 - ``comparison.csv`` / ``comparison.md``: per method, at the final size (the condensation run's
@@ -20,10 +21,16 @@ from every finished run under ``--root`` (whatever ``--seeds`` says), to ``--out
   only, on its own axes;
 - ``curves.csv``: the points behind it, one row per method, round and seed (a method's own
   rounds: scratch with ``--scratch-sizes final`` has one, round 0, at the final size);
-- ``runs.json``: the command, the machine, and every run directory with its seed, method,
-  wall time (summed over resumes), ``commit`` (of the process that finished it) and
+- ``runs.json``: the command, the machine, and a record of every run: its directory, seed,
+  method, wall time (summed over resumes), ``commit`` (of the process that finished it),
   ``commits`` (of every process that worked on it, in order, from its metrics.jsonl, where
-  the events record one).
+  the events record one), the summary fields of the table, its accepted rounds and its
+  resolved config.
+
+The records let a comparison span sessions or machines: a run whose directory is gone (a
+session's scratch space, another machine) stays in the table from its record in ``--out``'s
+runs.json, the runs of every session are checked to share one config but for method and seed,
+and a run found under ``--root`` replaces its record.
 """
 from __future__ import annotations
 
@@ -42,7 +49,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from aggregate import NoRunsError, aggregate, markdown  # noqa: E402
+from aggregate import (  # noqa: E402
+    _UNSET,
+    DEFAULT_IGNORE,
+    NoRunsError,
+    _lookup,
+    _number,
+    format_value,
+    load_runs,
+    markdown,
+)
+from aggregate import _mean_std as _stats  # noqa: E402
 
 from condensation.io import atomic_write_text, machine, write_csv, write_json  # noqa: E402
 
@@ -78,21 +95,8 @@ def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[st
 
 
 CURVE_FIELDS = ("size_ratio", "metric_before_finetune", "metric_after_finetune")
-
-
-def curves(root: Path) -> dict[str, dict[int, list[dict[str, float]]]]:
-    """method -> round -> one row per seed (seed, size ratio, metric before/after fine-tuning)."""
-    out: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
-    for summary in sorted(root.rglob("summary.json")):
-        d = summary.parent
-        method = d.name if d.parent.name == "baselines" else "condense"
-        seed = json.loads(summary.read_text()).get("seed")
-        with (d / "curve.csv").open() as f:
-            for r in csv.DictReader(f):
-                if r["accepted"] == "True":
-                    out[method][int(r["round"])].append(
-                        {"seed": seed, **{k: float(r[k]) for k in CURVE_FIELDS}})
-    return out
+# Config keys a baseline may differ in from the condensation run it is compared with.
+IGNORE = ("reduce.targets", "reduce.sizes", "model.gamma")
 
 
 def process_commits(run: Path) -> list[str]:
@@ -110,12 +114,86 @@ def process_commits(run: Path) -> list[str]:
     return out
 
 
+def record(run: dict[str, Any], fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What the comparison keeps of a finished run (``load_runs``' dict): enough to table and
+    plot it again once its directory is gone: its config, the summary's fields that the
+    table uses and its accepted rounds."""
+    d, cfg, s = Path(run["dir"]), run["config"], run["summary"]
+    with (d / "curve.csv").open() as f:
+        curve = [{"round": int(r["round"]), **{k: float(r[k]) for k in CURVE_FIELDS}}
+                 for r in csv.DictReader(f) if r["accepted"] == "True"]
+    return {"dir": str(d), "method": cfg.get("reduce.method", "condense"),
+            "seed": cfg.get("seed", s.get("seed")), "commit": s.get("commit"),
+            "commits": process_commits(d), "wall_time_s": s.get("wall_time_s"),
+            "summary": {f: _lookup(s, f) for f in ("metric", "log_metric", *FIELDS, *fields)},
+            "curve": curve, "config": cfg}
+
+
+def previous_records(out: Path, found: set[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that ``out/runs.json`` keeps whose directories are not among ``found``
+    ((method, seed) of the runs under --root): a comparison that spans sessions, or machines,
+    keeps its finished runs without their directories. A kept run that lacks its record (a
+    runs.json written before they were kept) cannot be tabled again: that is an error, so
+    that no published run drops out of the table unnoticed."""
+    path = out / "runs.json"
+    if not path.is_file():
+        return []
+    kept = [r for r in json.loads(path.read_text()).get("runs", [])
+            if (r.get("method"), r.get("seed")) not in found]
+    bare = [f"{r.get('method')} seed {r.get('seed')} ({r.get('dir')})" for r in kept
+            if "summary" not in r or "curve" not in r]
+    if bare:
+        raise NoRunsError(f"{path} lists runs that are not under --root and has no record of "
+                          f"them to table again: {', '.join(bare)}; put their run directories "
+                          "under --root, or write to another --out")
+    return kept
+
+
+def check_configs(records: list[dict[str, Any]]) -> None:
+    """The runs of one comparison differ only in the method and the seed (and in ``IGNORE``
+    and the operational keys); records without a config (recovered ones) are not checked."""
+    configs = [r["config"] for r in records if r.get("config")]
+    ignored = (*DEFAULT_IGNORE, *IGNORE, "reduce.method")
+    keys = sorted(k for k in {k for c in configs for k in c}
+                  if not any(k == i or k.startswith(f"{i}.") for i in ignored)
+                  and len({format_value(c.get(k, _UNSET)) for c in configs}) > 1)
+    if keys:
+        raise NoRunsError(f"the comparison's runs differ in more than the method and seed: "
+                          f"{keys}; give each comparison its own --root and --out")
+
+
+def table(records: list[dict[str, Any]], fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One row per method (METHODS' order) at the final size: mean and sample std over seeds
+    of every field (aggregate.py's statistics), in aggregate.markdown's form."""
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (str(r["seed"]), r["dir"])):
+        by_method[r["method"]].append(r)
+    order = [m for m in METHODS if m in by_method] + sorted(set(by_method) - set(METHODS))
+    names = [f for f in (*FIELDS, *fields)
+             if any(_number(r["summary"].get(f)) is not None for r in records)]
+    rows = []
+    for m in order:
+        recs = by_method[m]
+        seeds = [r["seed"] for r in recs]
+        if len(set(map(str, seeds))) < len(seeds):
+            print(f"warning: {m} has the same seed more than once: "
+                  f"{' '.join(r['dir'] for r in recs)}", file=sys.stderr)
+        row: dict[str, Any] = {
+            "reduce.method": m, "n_seeds": len(recs), "seeds": " ".join(map(str, seeds)),
+            "metric": " ".join(sorted({str(r["summary"].get("metric")) for r in recs}))}
+        for f in names:
+            vals = [x for r in recs if (x := _number(r["summary"].get(f))) is not None]
+            row[f"{f}_mean"], row[f"{f}_std"] = _stats(vals)
+        rows.append(row)
+    return {"keys": ["reduce.method"], "fields": names, "rows": rows, "constants": {},
+            "records": records}
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float]]]], path: Path,
-         title: str) -> None:
+def plot(result: dict[str, Any], path: Path, title: str) -> None:
     """Two panels: every method before (hollow) and after (filled) fine-tuning, and the same
     after fine-tuning only, on its own y-range (the methods end close together)."""
     import matplotlib
@@ -125,11 +203,15 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
 
     from condensation.plots import save_figure
 
+    lines: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in result["records"]:
+        for point in r["curve"]:
+            lines[r["method"]][point["round"]].append(point)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.3})
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     originals = {row["reduce.method"]: row for row in result["rows"]}
-    summaries = [r["summary"] for r in result["runs"]]
-    metric = summaries[0].get("metric", "metric") if summaries else "metric"
+    summaries = [r["summary"] for r in result["records"]]
+    metric = summaries[0].get("metric") or "metric"
     keys = (("metric_after_finetune", "-o"), ("metric_before_finetune", ":o"))
     for ax, panel_keys in zip(axes, (keys, keys[:1]), strict=True):
         for method in [m for m in METHODS if m in lines]:
@@ -150,7 +232,7 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
                             yerr=[o["original_metric_std"] or 0.0], fmt="*", ms=12,
                             color="k" if method == "condense" else colors[method], capsize=3,
                             label=label)
-        if summaries and all(s.get("log_metric") for s in summaries):
+        if all(s.get("log_metric") for s in summaries):
             ax.set_yscale("log")
         ax.set_xlabel("parameters / original parameters (mean ± std over seeds)")
         ax.set_ylabel(metric)
@@ -164,34 +246,32 @@ def plot(result: dict[str, Any], lines: dict[str, dict[int, list[dict[str, float
 
 
 def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()) -> dict[str, Any]:
-    result = aggregate(root, fields=fields,
-                       ignore=["reduce.targets", "reduce.sizes", "model.gamma"])
-    if result["keys"] not in ([], ["reduce.method"]):
-        raise NoRunsError(f"runs under {root} differ in more than the method and seed: "
-                          f"{result['keys']}; give each comparison its own --root")
-    for row in result["rows"]:
-        row.setdefault("reduce.method", "condense")
-    result["fields"] = [f for f in (*FIELDS, *fields) if f in result["fields"]]
-    result["constants"] = {}
+    """Table, plot, curves and records of every finished run under ``root`` and of every run
+    that ``out/runs.json`` keeps from earlier (a run under ``root`` replaces its record)."""
+    try:
+        records = [record(r, fields) for r in load_runs(root)]
+    except NoRunsError:
+        records = []
+    records += previous_records(out, {(r["method"], r["seed"]) for r in records})
+    if not records:
+        raise NoRunsError(f"no finished runs under {root} and none kept in {out / 'runs.json'}")
+    check_configs(records)
+    result = table(records, fields)
     out.mkdir(parents=True, exist_ok=True)
     cols = ["reduce.method", "metric", "n_seeds", "seeds"] + [f"{f}_{s}" for f in result["fields"]
                                                              for s in ("mean", "std")]
     write_csv(out / "comparison.csv", result["rows"], cols)
     atomic_write_text(out / "comparison.md", markdown(result))
-    n = {len(r["_runs"]) for r in result["rows"]}
-    lines = curves(root)
-    write_csv(out / "curves.csv", [{"method": m, "round": k, **row}
-                                   for m in METHODS if m in lines
-                                   for k in sorted(lines[m]) for row in lines[m][k]],
-              ["method", "round", "seed", *CURVE_FIELDS])
-    plot(result, lines, out / "comparison.png",
+    points = [{"method": row["reduce.method"], "seed": r["seed"], **p} for row in result["rows"]
+              for r in records if r["method"] == row["reduce.method"] for p in r["curve"]]
+    write_csv(out / "curves.csv", sorted(points, key=lambda p: (  # stable: by method, round
+        [row["reduce.method"] for row in result["rows"]].index(p["method"]), p["round"],
+        str(p["seed"]))), ["method", "round", "seed", *CURVE_FIELDS])
+    n = {row["n_seeds"] for row in result["rows"]}
+    plot(result, out / "comparison.png",
          f"{root.name}: every method at the condensation run's sizes, "
          f"{'/'.join(map(str, sorted(n)))} seed{'' if n == {1} else 's'}")
-    write_json(out / "runs.json", {"command": command, "machine": machine(), "runs": [
-        {"dir": str(r["dir"]), "method": r["config"].get("reduce.method", "condense"),
-         "seed": r["config"].get("seed"), "commit": r["summary"].get("commit"),
-         "commits": process_commits(Path(r["dir"])),
-         "wall_time_s": r["summary"].get("wall_time_s")} for r in result["runs"]]})
+    write_json(out / "runs.json", {"command": command, "machine": machine(), "runs": records})
     return result
 
 
@@ -201,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog="\n".join(__doc__.splitlines()[1:]))
     ap.add_argument("--root", type=Path, required=True, help="folder of the comparison's runs")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                    help="seeds to run; the table and plot take every finished run under --root")
+                    help="seeds to run; the table and plot take every finished run under --root "
+                         "and every run kept in --out's runs.json")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default: results/<experiment>/comparison)")
@@ -209,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the scratch baseline at every size of the condensation curve, or only "
                          "at the final one (each trains for the full schedule; final saves most of "
                          "the comparison's time for networks that take hours)")
-    ap.add_argument("--no-run", action="store_true", help="only aggregate the finished runs")
+    ap.add_argument("--no-run", action="store_true", help="only table the finished runs (and the kept ones)")
     ap.add_argument("--field", action="append", default=[],
                     help="extra summary.json field for the table, dotted path (repeatable), e.g. "
                          "reduced_extra.a_posteriori.ignition_delay_rel_error_mean")
@@ -229,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _name(root: Path) -> str:
-    for summary in root.rglob("summary.json"):
+    for summary in root.rglob("summary.json") if root.is_dir() else ():
         return json.loads(summary.read_text()).get("experiment") or root.name
     return root.name
 

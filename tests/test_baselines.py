@@ -214,6 +214,51 @@ def test_compare_script_tables_every_method(condensed, tmp_path):
     for r in runs:
         assert r["commits"] and r["commits"][-1] == r["commit"], r
 
+    # the records keep runs whose directories are gone (a comparison across sessions)
+    written = {f: (tmp_path / "out" / f).read_text() for f in ("comparison.csv", "curves.csv")}
+    shutil.rmtree(compare.run_dir(root, 0, "random"))
+    compare.write(root, tmp_path / "out")
+    shutil.rmtree(root)
+    again = compare.write(root, tmp_path / "out")
+    assert [r["reduce.method"] for r in again["rows"]] == ["condense", "magnitude", "random"]
+    for f, text in written.items():
+        assert (tmp_path / "out" / f).read_text() == text, f
+    # ... and refuse a kept run of another config, or one without its record
+    path = tmp_path / "out" / "runs.json"
+    kept = json.loads(path.read_text())
+    kept["runs"][1]["config"]["train.epochs"] += 1
+    path.write_text(json.dumps(kept))
+    with pytest.raises(compare.NoRunsError, match=r"differ in more than the method and seed: "
+                                                  r"\['train.epochs'\]"):
+        compare.write(root, tmp_path / "out")
+    del kept["runs"][1]["summary"]
+    path.write_text(json.dumps(kept))
+    with pytest.raises(compare.NoRunsError, match="no record of them to table again: magnitude"):
+        compare.write(root, tmp_path / "out")
+
+    # a runs.json from before the records: scripts/recover_records.py rebuilds them from the
+    # comparison's own tables, and refuses when they would not reproduce those tables
+    import recover_records
+
+    for r in kept["runs"]:
+        for k in ("summary", "curve", "config"):
+            r.pop(k, None)
+    path.write_text(json.dumps(kept))
+    assert recover_records.main([str(tmp_path / "out")]) == 0
+    assert compare.write(root, tmp_path / "out")["rows"] == again["rows"]
+    kept = json.loads(path.read_text())
+    for r in kept["runs"]:
+        r.pop("summary")
+    path.write_text(json.dumps(kept))
+    table = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    table[1]["size_ratio_mean"] = str(float(table[1]["size_ratio_mean"]) + 0.01)
+    with (tmp_path / "out" / "comparison.csv").open("w") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    assert recover_records.main([str(tmp_path / "out")]) == 2
+    assert "summary" not in json.loads(path.read_text())["runs"][0]  # nothing written
+
 
 def test_diagnostics_script_makes_its_figures(condensed, tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
