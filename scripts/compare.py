@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import subprocess
 import sys
 from collections import defaultdict
@@ -54,12 +53,12 @@ from aggregate import (  # noqa: E402
     DEFAULT_IGNORE,
     NoRunsError,
     _lookup,
+    _mean_std,
     _number,
     format_value,
     load_runs,
     markdown,
 )
-from aggregate import _mean_std as _stats  # noqa: E402
 
 from condensation.io import atomic_write_text, machine, write_csv, write_json  # noqa: E402
 
@@ -183,14 +182,10 @@ def table(records: list[dict[str, Any]], fields: tuple[str, ...] = ()) -> dict[s
             "metric": " ".join(sorted({str(r["summary"].get("metric")) for r in recs}))}
         for f in names:
             vals = [x for r in recs if (x := _number(r["summary"].get(f))) is not None]
-            row[f"{f}_mean"], row[f"{f}_std"] = _stats(vals)
+            row[f"{f}_mean"], row[f"{f}_std"] = _mean_std(vals)
         rows.append(row)
     return {"keys": ["reduce.method"], "fields": names, "rows": rows, "constants": {},
             "records": records}
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def plot(result: dict[str, Any], path: Path, title: str) -> None:
@@ -220,8 +215,8 @@ def plot(result: dict[str, Any], path: Path, title: str) -> None:
                 x = [_mean_std([r["size_ratio"] for r in lines[method][k]]) for k in rounds]
                 y = [_mean_std([r[key] for r in lines[method][k]]) for k in rounds]
                 after = key == "metric_after_finetune"
-                ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[s for _, s in x],
-                            yerr=[s for _, s in y], fmt=style, color=colors[method], capsize=3,
+                ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[s or 0.0 for _, s in x],
+                            yerr=[s or 0.0 for _, s in y], fmt=style, color=colors[method], capsize=3,
                             mfc=colors[method] if after else "white",
                             label=f"{method} ({'after' if after else 'before'} fine-tuning)")
         for method, label in (("condense", "original (small init.)"),
