@@ -7,6 +7,7 @@ metadata the caller adds) and ``variables.npz`` whose keys are '/'-joined variab
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import os
@@ -178,16 +179,29 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
 
 
 def machine() -> str:
+    """What a run's numbers depend on besides its code, config and seed: the CPU, by model name
+    and, where /proc/cpuinfo has them, family and model (a name like "AMD EPYC" does not say
+    which generation XLA compiled for, and the same seed trains differently on different ones:
+    results/cifar10/comparison/RUN.md), the numeric packages' versions and the allocator."""
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        info = {k.strip(): v.strip() for k, _, v in
+                (line.partition(":") for line in first.splitlines())}
+        cpu = ", ".join([info.get("model name", cpu)] + [f"{k} {info[k]}" for k in
+                                                           ("cpu family", "model") if k in info])
     except OSError:
         pass
+    versions = ", ".join(f"{name} {_version(name)}" for name in ("jax", "jaxlib", "flax", "optax"))
     return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, "
-            f"jax {jax.__version__} on {jax.default_backend()}, malloc: {allocator()}")
+            f"{versions} on {jax.default_backend()}, malloc: {allocator()}")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 # tcmalloc where Debian/Ubuntu's libtcmalloc-minimal4 puts it: LD_PRELOAD it to train faster on CPU

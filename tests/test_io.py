@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import os
 import stat
@@ -265,3 +266,16 @@ def test_machine_names_the_allocator():
                          env={**os.environ, "LD_PRELOAD": str(cio.TCMALLOC)}, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "tcmalloc"
+
+
+def test_machine_names_the_cpu_generation_and_package_versions(tmp_path, monkeypatch):
+    """The CPU's family and model, not only its name, and the versions that set the numbers."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+                       "processor\t: 1\ncpu family\t: 99\nmodel name\t: other\n")
+    real_path = cio.Path
+    monkeypatch.setattr(cio, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    m = cio.machine()
+    assert "(AMD EPYC, cpu family 26, model 2)" in m
+    assert f"jax {jax.__version__}" in m and f"flax {importlib.metadata.version('flax')}" in m
+    assert "optax " in m and "jaxlib " in m
