@@ -8,7 +8,7 @@ from typing import Any
 import flax
 import jax.numpy as jnp
 
-from condensation import coupling
+from condensation.archs.mlp import mlp_spec
 from condensation.condense import condense_variables
 from condensation.network import count_params
 
@@ -48,7 +48,7 @@ def condense(params: dict[str, Any], *, threshold: float, activation: str):
 
     Args:
       params: ``{'Dense_0': {'kernel': [in, h0], 'bias': [h0]}, ..., 'Dense_L': {...}}`` —
-        flax.linen's layout (``variables['params']`` of ``condensation.models.MLP``).
+        flax.linen's layout (``variables['params']`` of ``condensation.archs.mlp.MLP``).
       threshold: cosine similarity in (0, 1]; hidden neurons whose input vectors (incoming
         weights and bias) have cosine >= threshold with a group's representative are merged
         into it, their outgoing weights summed.
@@ -62,7 +62,7 @@ def condense(params: dict[str, Any], *, threshold: float, activation: str):
     """
     params = flax.core.unfreeze(params) if isinstance(params, flax.core.FrozenDict) else params
     names = _mlp_layers(params)
-    spec = coupling.mlp_spec(len(names) - 1)
+    spec = mlp_spec(len(names) - 1)
     new_vars, groups = condense_variables(
         {"params": params}, spec, threshold=threshold, activation=activation
     )

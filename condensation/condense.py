@@ -22,16 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condensation.coupling import Path, Producer, Slot, Spec, UnitGroup
-from condensation.models import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
+from condensation.activations import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
+from condensation.coupling import Path, Producer, Slot, Spec, UnitGroup, get
 
 Variables = dict[str, Any]
-
-
-def get(tree: Variables, path: Path) -> jax.Array:
-    for key in path:
-        tree = tree[key]
-    return tree
 
 
 def set_paths(tree: Variables, updates: dict[Path, jax.Array]) -> Variables:
@@ -153,6 +147,41 @@ def is_homogeneous(activation: str, group: UnitGroup) -> bool:
     return activation in POSITIVELY_HOMOGENEOUS and len(group.producers) == 1
 
 
+def check_spec(variables: Variables, spec: Spec) -> None:
+    """Raise ``ValueError`` unless every array a group names exists, has its unit axis, and has
+    as many entries along it as the group has units (its first producer's kernel says how
+    many); the message names the group, path, axis and sizes."""
+    for group in spec:
+        n = None
+        for slot in group.unit_slots + group.consumers:
+            where = f"coupling spec group {group.name!r}: {'/'.join(slot.path)}"
+            try:
+                shape = np.shape(get(variables, slot.path))
+            except (KeyError, TypeError, IndexError):
+                raise ValueError(f"{where} is not in the variables (they hold "
+                                 f"{_paths_near(variables, slot.path)})") from None
+            if not -len(shape) <= slot.axis < len(shape):
+                raise ValueError(f"{where} has shape {shape}, no axis {slot.axis}")
+            if n is None:
+                n = shape[slot.axis]
+            elif shape[slot.axis] != n:
+                raise ValueError(f"{where} has {shape[slot.axis]} entries along axis {slot.axis} "
+                                 f"(shape {shape}) but the group has {n} units")
+
+
+def _paths_near(variables: Variables, path: Path) -> str:
+    """The keys next to where ``path`` stops matching, to say what is there instead."""
+    node, depth = variables, 0
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            break
+        node, depth = node[key], depth + 1
+    prefix = "/".join(path[:depth])
+    keys = sorted(node) if isinstance(node, dict) else []
+    return (f"{prefix + '/' if prefix else ''}{{{', '.join(keys)}}}" if keys
+            else f"no {'/'.join(path[:depth + 1])}")
+
+
 @dataclass(frozen=True)
 class GroupReport:
     name: str
@@ -163,8 +192,10 @@ class GroupReport:
 def condense_variables(
     variables: Variables, spec: Spec, *, threshold: float, activation: str
 ) -> tuple[Variables, tuple[GroupReport, ...]]:
-    """Condense every group of ``spec`` in order at cosine >= ``threshold``."""
+    """Condense every group of ``spec`` in order at cosine >= ``threshold``; the spec is
+    checked against the variables first (:func:`check_spec`)."""
     threshold = check_threshold(threshold)
+    check_spec(variables, spec)
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"unknown activation {activation!r}; allowed: {', '.join(sorted(ACTIVATIONS))}"

@@ -1,7 +1,7 @@
 """Coupling specs: which axes of which arrays belong to one neuron or channel.
 
-A spec is plain data, written once per architecture and tested; condensation never guesses it
-from parameter names. Paths index the Flax variables dict, collection first
+A spec is plain data, written once per architecture (``condensation/archs/``) and tested;
+condensation never guesses it from parameter names. Paths index the Flax variables dict, collection first
 (``('params', 'Dense_0', 'kernel')``, ``('batch_stats', 'BatchNorm_0', 'mean')``).
 
 A :class:`UnitGroup` is one set of mergeable units (the neurons of a hidden layer, the output
@@ -16,8 +16,16 @@ channels of a conv, or channels tied together through residual additions):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 Path = tuple[str, ...]
+
+
+def get(tree: dict[str, Any], path: Path) -> Any:
+    """The array at ``path`` of a nested variables dict."""
+    for key in path:
+        tree = tree[key]
+    return tree
 
 
 @dataclass(frozen=True)
@@ -104,44 +112,3 @@ def rows(name: str) -> Slot:
 def conv_in(name: str) -> Slot:
     """The input-channel slices of a conv kernel [kh, kw, cin, cout]."""
     return Slot(("params", name, "kernel"), 2)
-
-
-def mlp_spec(n_hidden: int) -> Spec:
-    """:class:`condensation.models.MLP` with ``n_hidden`` hidden layers (Dense_0..Dense_n)."""
-    return tuple(
-        UnitGroup(f"Dense_{i}", (dense(f"Dense_{i}"),), (rows(f"Dense_{i + 1}"),))
-        for i in range(n_hidden)
-    )
-
-
-def cnn_spec(n_conv: int, n_dense: int) -> Spec:
-    """:class:`condensation.models.CNN`: conv channels (BatchNorm folded), then dense units."""
-    groups = []
-    for i in range(n_conv):
-        nxt = conv_in(f"Conv_{i + 1}") if i + 1 < n_conv else rows("Dense_0")
-        groups.append(UnitGroup(f"Conv_{i}", (conv_bn(f"Conv_{i}", f"BatchNorm_{i}"),), (nxt,)))
-    for i in range(n_dense):
-        groups.append(UnitGroup(f"Dense_{i}", (dense(f"Dense_{i}"),), (rows(f"Dense_{i + 1}"),)))
-    return tuple(groups)
-
-
-def residual_cnn_spec(n_blocks: int, tie_stream: bool = True) -> Spec:
-    """:class:`condensation.models.ResidualCNN`.
-
-    The stream channels are produced by the stem and by every block's second conv, and read by
-    every block's first conv and by the head: one group when ``tie_stream``. With
-    ``tie_stream=False`` the stream is left alone (only the block-internal channels merge),
-    which is always safe.
-    """
-    groups = []
-    if tie_stream:
-        producers = (conv_bn("stem", "stem_bn"),) + tuple(
-            conv_bn(f"b{b}_conv2", f"b{b}_bn2") for b in range(n_blocks)
-        )
-        consumers = tuple(conv_in(f"b{b}_conv1") for b in range(n_blocks)) + (rows("head"),)
-        groups.append(UnitGroup("stream", producers, consumers))
-    for b in range(n_blocks):
-        groups.append(
-            UnitGroup(f"b{b}_hidden", (conv_bn(f"b{b}_conv1", f"b{b}_bn1"),), (conv_in(f"b{b}_conv2"),))
-        )
-    return tuple(groups)

@@ -1,12 +1,12 @@
 """A network is data: an architecture name, its widths and its variables.
 
-Each architecture in :data:`ARCHITECTURES` knows how to build its Flax module from widths,
+Each architecture (``condensation/archs/``) knows how to build its Flax module from widths,
 its coupling spec, and how to read its widths back from variable shapes. A reduced network is
 rebuilt from its widths and checked against its variables with ``jax.eval_shape``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,57 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from condensation import coupling
-from condensation.condense import Variables, condense_variables, get
-from condensation.mobilenet import build as _mobilenetv2
-from condensation.mobilenet import mobilenetv2_spec
-from condensation.models import CNN, MLP, ResidualCNN, check_widths
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """``build(widths, **options) -> nn.Module``; ``spec(widths, **options) -> Spec``."""
-
-    name: str
-    build: Callable[..., nn.Module]
-    spec: Callable[..., coupling.Spec]
-    output_arg: str = "num_classes"  # the build() keyword that takes the task's output size
-
-
-def _mlp(widths, *, out_dim, activation="gelu", gamma=1.0):
-    return MLP(widths=check_widths(widths), out_dim=out_dim, activation=activation, gamma=gamma)
-
-
-def _cnn(widths, *, n_conv, num_classes, activation="relu", gamma=1.0, pool=True):
-    widths = check_widths(widths)
-    return CNN(conv_widths=widths[:n_conv], dense_widths=widths[n_conv:], num_classes=num_classes,
-               activation=activation, gamma=gamma, pool=pool)
-
-
-def _rescnn(widths, *, num_classes, activation="relu", gamma=1.0):
-    return ResidualCNN(widths=check_widths(widths), num_classes=num_classes,
-                       activation=activation, gamma=gamma)
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "mlp": Architecture("mlp", _mlp, lambda widths, **_: coupling.mlp_spec(len(widths)), "out_dim"),
-    "cnn": Architecture(
-        "cnn", _cnn, lambda widths, *, n_conv, **_: coupling.cnn_spec(n_conv, len(widths) - n_conv)
-    ),
-    "residual_cnn": Architecture(
-        "residual_cnn", _rescnn,
-        lambda widths, *, tie_stream=True, **_: coupling.residual_cnn_spec(len(widths) - 1, tie_stream),
-    ),
-    "mobilenetv2": Architecture("mobilenetv2", _mobilenetv2, mobilenetv2_spec, "num_classes"),
-}
-
-
-def architecture(name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown architecture {name!r}; allowed: {', '.join(sorted(ARCHITECTURES))}"
-        ) from None
+from condensation.archs import architecture
+from condensation.archs.base import group_widths
+from condensation.condense import Variables, condense_variables
 
 
 @dataclass(frozen=True)
@@ -101,6 +53,17 @@ class Network:
                    dict(d.get("spec_options", {})))
 
 
+def build_network(model_cfg: Mapping[str, Any], output_dim: int) -> Network:
+    """The network of a config's ``model`` section (``arch``, ``widths``, the architecture's
+    options, ``spec_options``) with the task's output size."""
+    arch = architecture(model_cfg["arch"])
+    options = {k: v for k, v in model_cfg.items()
+               if k not in ("name", "arch", "widths", "spec_options")}
+    options[arch.output_arg] = output_dim
+    return Network(arch.name, tuple(model_cfg["widths"]), options,
+                   dict(model_cfg.get("spec_options") or {}))
+
+
 def abstract_variables(net: Network, input_shape: Sequence[int]) -> Variables:
     """Shapes and dtypes of ``net``'s variables, from ``jax.eval_shape`` (nothing allocated)."""
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -108,12 +71,9 @@ def abstract_variables(net: Network, input_shape: Sequence[int]) -> Variables:
 
 
 def input_shape_of(net: Network, variables: Variables) -> tuple[int, ...]:
-    """An input shape (no batch axis) that fits saved ``variables``: an MLP's input width (its
-    first kernel's rows); the conv nets here take RGB images, and their parameters do not
-    depend on the image size (global pooling): CIFAR-10's 32x32x3."""
-    if net.arch == "mlp":
-        return (int(np.shape(variables["params"]["Dense_0"]["kernel"])[0]),)
-    return (32, 32, 3)
+    """An input shape (no batch axis) that fits saved ``variables`` (the architecture's own
+    rule: an MLP's input width, a conv net's channels at 32x32)."""
+    return architecture(net.arch).input_shape(variables)
 
 
 def check_shapes(net: Network, variables: Variables, input_shape: Sequence[int]) -> None:
@@ -135,11 +95,8 @@ def check_shapes(net: Network, variables: Variables, input_shape: Sequence[int])
 
 def widths_of(net: Network, variables: Variables) -> tuple[int, ...]:
     """Read the widths back from the variable shapes through the coupling spec."""
-    sizes = {g.name: get(variables, g.producers[0].kernel.path).shape[g.producers[0].kernel.axis]
-             for g in net.spec()}
-    if net.arch == "residual_cnn" and "stream" not in sizes:
-        sizes = {"stream": get(variables, ("params", "stem", "kernel")).shape[3], **sizes}
-    return tuple(sizes.values())
+    read = architecture(net.arch).widths_of or group_widths
+    return tuple(read(variables, net.spec()))
 
 
 def reduce_network(

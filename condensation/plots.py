@@ -7,17 +7,26 @@ import json
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from condensation.io import atomic_write_bytes  # noqa: E402
+from condensation.files import atomic_write_bytes
 
 
-def save_figure(fig, path: str | Path) -> None:
+def subplots(*args, figsize=None, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, without pyplot: no global figure registry
+    and no backend chosen at import, so nothing of the caller's matplotlib state changes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def color_cycle() -> list[str]:
+    """The default colour cycle."""
+    return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -27,7 +36,7 @@ def plot_size_vs_metric(run_dir: str | Path, out: str | Path | None = None) -> P
     rows = list(csv.DictReader((run_dir / "curve.csv").open()))
     summary = json.loads((run_dir / "summary.json").read_text())
     metric = summary["metric"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     ratio = [float(r["size_ratio"]) for r in rows]
     before = [float(r["metric_before_finetune"]) for r in rows]
     after = [float(r["metric_after_finetune"]) for r in rows]

@@ -13,13 +13,21 @@ so that every method is compared at the same parameter budget:
 - ``scratch``: a network of the target widths, freshly initialized (and then trained from
   scratch by the experiment loop for the epochs of training plus fine-tuning).
 
-A method's ``reduce`` maps ``(network, variables, *, threshold, target, activation,
-input_shape, rng)`` to a smaller ``(network, variables)``.
+A method is its ``reduce`` — ``(network, variables, *, threshold, target, activation,
+input_shape, rng)`` to a smaller ``(network, variables)`` — and three hooks that the
+experiment calls, never flags it reads:
+
+- ``start(setup)``: where the method starts — ``None`` to train its own original, or the trained
+  original of another run (:class:`Start`);
+- ``schedule(setup)``: the rounds — the threshold (and target widths) of round r, and whether a
+  round's result is accepted;
+- ``budget(setup, r)``: how many epochs round r trains its reduced network, with which optimizer.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -41,19 +49,135 @@ from condensation.network import (
     reduce_network,
     widths_of,
 )
+from condensation.saved import load_network
+from condensation.train import OptimConfig
 
 Variables = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class Target:
+    """One accepted round of the condensation run a baseline is compared with."""
+
+    round: int
+    threshold: float
+    widths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the hooks may read: the run's config, the task's judgement and the condensation run
+    a baseline matches (``targets_dir`` and its accepted rounds, else None and ())."""
+
+    cfg: dict[str, Any]
+    higher_is_better: bool
+    targets_dir: Path | None = None
+    targets: tuple[Target, ...] = ()
+
+    def optim(self, **overrides) -> OptimConfig:
+        fields = OptimConfig.__dataclass_fields__
+        return replace(OptimConfig(**{k: v for k, v in self.cfg["train"].items() if k in fields}),
+                       **overrides)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A trained original that a method starts from instead of training its own."""
+
+    variables: Variables
+    epoch: int | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Round:
+    threshold: float
+    target: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The rounds of a reduction: ``rounds[r]`` (or ``next_round(r)`` for an open-ended
+    automatic schedule) and the acceptance of a round's validation metric."""
+
+    next_round: Callable[[int], Round | None]
+    accepts: Callable[[float, float], bool] = lambda val, original_val: True
+
+
+# ---- hooks ------------------------------------------------------------------------------------
+
+def train_own(setup: Setup) -> Start | None:
+    return None
+
+
+def original_of_targets(setup: Setup) -> Start:
+    """The condensation run's trained original (so a baseline reduces the very same network)."""
+    _, variables, meta = load_network(setup.targets_dir / "networks" / "original")
+    return Start(variables, meta.get("metrics", {}).get("epoch"), str(setup.targets_dir))
+
+
+def threshold_schedule(setup: Setup) -> Schedule:
+    """Manual: ``reduce.thresholds`` in turn, each accepted. Auto: from ``auto.start``,
+    tau_next = 1 - (1 - tau) x factor down to ``min_threshold``, accepted while the validation
+    metric stays within the tolerance of the original's."""
+    rcfg = setup.cfg["reduce"]
+    if rcfg["mode"] == "manual":
+        ts = [float(t) for t in rcfg["thresholds"]]
+        return Schedule(lambda r: Round(ts[r]) if r < len(ts) else None)
+    auto = rcfg["auto"]
+
+    def next_round(r: int) -> Round | None:
+        if r >= int(auto["max_rounds"]):
+            return None
+        t = 1.0 - (1.0 - float(auto["start"])) * float(auto["factor"]) ** r
+        return Round(round(t, 6)) if t >= float(auto["min_threshold"]) else None
+
+    return Schedule(next_round, tolerance(auto, setup.higher_is_better))
+
+
+def tolerance(auto: dict[str, Any], higher_is_better: bool) -> Callable[[float, float], bool]:
+    tol = float(auto["tolerance"])
+    relative = auto.get("tolerance_mode", "relative") == "relative"
+
+    def accepts(val: float, original: float) -> bool:
+        if higher_is_better:
+            return val >= (original * (1 - tol) if relative else original - tol)
+        return val <= (original * (1 + tol) if relative else original + tol)
+
+    return accepts
+
+
+def target_schedule(setup: Setup) -> Schedule:
+    """The condensation run's accepted rounds, one per round, each accepted."""
+    ts = setup.targets
+    return Schedule(lambda r: Round(ts[r].threshold, ts[r].widths) if r < len(ts) else None)
+
+
+def finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
+    """``reduce.finetune_epochs`` at ``reduce.finetune_lr`` (else train.lr), no warm-up."""
+    rcfg = setup.cfg["reduce"]
+    lr = float(rcfg.get("finetune_lr") or setup.cfg["train"]["lr"])
+    return int(rcfg["finetune_epochs"]), setup.optim(lr=lr, warmup_epochs=0.0)
+
+
+def scratch_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
+    """The training schedule, for as many epochs as the condensation run's network of this
+    size had: its training plus the fine-tuning of every round up to this one."""
+    epochs = int(setup.cfg["train"]["epochs"])
+    epochs += (setup.targets[r].round + 1) * int(setup.cfg["reduce"]["finetune_epochs"])
+    return epochs, setup.optim()
+
+
+@dataclass(frozen=True)
 class Method:
     reduce: Callable[..., tuple[Network, Variables]]
-    # reduces to the widths of a condensation run (reduce.targets) instead of by threshold
+    start: Callable[[Setup], Start | None] = train_own
+    schedule: Callable[[Setup], Schedule] = threshold_schedule
+    budget: Callable[[Setup, int], tuple[int, OptimConfig]] = finetune_budget
+    # reduces to the widths of the condensation run in reduce.targets (read before any work)
     needs_targets: bool = False
-    # starts from the condensation run's trained original instead of training its own
-    reuses_original: bool = False
-    # each round trains a fresh network for train.epochs + the fine-tuning epochs so far
-    from_scratch: bool = False
+    # model keys the method sets itself, allowed to differ from the condensation run's
+    own_model_keys: tuple[str, ...] = ()
 
 
 def target_sizes(net: Network, target: tuple[int, ...], input_shape) -> dict[str, int]:
@@ -134,12 +258,13 @@ def _scratch(net, variables, *, target, input_shape, rng, **_):
     return small, jax.tree.map(jnp.asarray, fresh)
 
 
+_BASELINE = {"schedule": target_schedule, "needs_targets": True}
 REDUCERS: dict[str, Method] = {
     "condense": Method(_condense),
-    "magnitude": Method(_magnitude, needs_targets=True, reuses_original=True),
-    "random": Method(_random, needs_targets=True, reuses_original=True),
-    "merge_standard_init": Method(_condense_to, needs_targets=True),
-    "scratch": Method(_scratch, needs_targets=True, reuses_original=True, from_scratch=True),
+    "magnitude": Method(_magnitude, start=original_of_targets, **_BASELINE),
+    "random": Method(_random, start=original_of_targets, **_BASELINE),
+    "merge_standard_init": Method(_condense_to, own_model_keys=("gamma",), **_BASELINE),
+    "scratch": Method(_scratch, start=original_of_targets, budget=scratch_budget, **_BASELINE),
 }
 
 

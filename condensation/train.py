@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 Batch = tuple[jax.Array, jax.Array]
 
 LOSSES = ("l1", "mse", "cross_entropy")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "step")
 
 
 class TrainState(struct.PyTreeNode):
@@ -43,9 +45,9 @@ class TrainState(struct.PyTreeNode):
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "adam"          # adam | adamw | sgd
+    optimizer: str = "adam"          # one of OPTIMIZERS
     lr: float = 1e-3
-    schedule: str = "cosine"         # cosine | constant | step
+    schedule: str = "cosine"         # one of SCHEDULES
     warmup_epochs: float = 0.0
     end_lr_factor: float = 0.01      # cosine: final lr / lr; step: factor per decay
     step_every_epochs: float = 0.0   # step schedule: decay period

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from condensation.experiment import build_network
-from condensation.io import load_network, write_json
-from condensation.network import check_shapes, count_params
+from condensation.files import write_json
+from condensation.network import build_network, check_shapes, count_params
+from condensation.saved import load_network
 from condensation.tasks import make_task
 from condensation.train import evaluate
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         return 2
     task = make_task(cfg["data"], int(cfg["seed"]), folder)
     try:
-        net = build_network(cfg["model"], task)
+        net = build_network(cfg["model"], task.output_dim)
         if saved_net.arch != net.arch:
             raise ValueError(f"{folder} holds a {saved_net.arch} network but its run's config "
                              f"({find_config(folder)}) is for model.arch={net.arch}")

@@ -1,14 +1,26 @@
-"""Entry point: ``python -m experiments.run +exp=NAME [key=value ...]`` (``-m`` to sweep)."""
+"""Entry point: ``python -m experiments.run +exp=NAME [key=value ...]`` (``-m`` to sweep).
+
+A config the schema refuses (condensation/config.py) stops the command with ``error: <one line>``
+and exit status 2 before anything is written: a single run is checked before Hydra creates its
+run directory (``hydra.callbacks`` in conf/config.yaml); a sweep's job is checked here, and the
+empty directory Hydra made for it is removed.
+"""
 from __future__ import annotations
 
 import hashlib
 import sys
+import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from condensation.experiment import ConfigError, train_and_reduce
+from condensation.config import resolved, validate_config
+from condensation.errors import ConfigError
+from condensation.experiment import train_and_reduce
+
+STARTED = time.time()  # before Hydra creates any directory for this process's jobs
 
 
 def safe_dirname(overrides: str) -> str:
@@ -28,12 +40,25 @@ OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
 OmegaConf.register_new_resolver("baseline_subdir", baseline_subdir, replace=True)
 
 
+def discard_if_new(folder: Path) -> None:
+    """Remove ``folder`` if it is empty and was created by this process (Hydra makes a job's
+    directory before the job runs); a directory that existed before is left alone."""
+    try:
+        if folder.is_dir() and not any(folder.iterdir()) and folder.stat().st_ctime >= STARTED:
+            folder.rmdir()
+    except OSError:
+        pass
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    container = OmegaConf.to_container(cfg, resolve=True)
+    workdir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = train_and_reduce(container, HydraConfig.get().runtime.output_dir)
-    except ConfigError as e:
+        container = resolved(cfg)
+        validate_config(container)  # again for a sweep's job (a single run's was checked already)
+        summary = train_and_reduce(container, workdir)
+    except ConfigError as e:  # raised before the run directory is touched
+        discard_if_new(workdir)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except FloatingPointError as e:

@@ -17,21 +17,10 @@ CONF = ROOT / "conf"
 CHECK_RESULTS = ROOT.parent / "shared" / "tools" / "check-results"
 PYTHON = sys.executable
 
-# A toy run that takes a few seconds: 3 epochs (a checkpoint after each), then at most two
-# automatic rounds of condense -> 2 fine-tuning epochs. 7 calls of train_epoch when both rounds
-# are accepted, at least 5 in any case.
-TINY_TOY = [
-    "+exp=toy",
-    "model.widths=[8,8]",
-    "data.n_train=64",
-    "data.n_val=32",
-    "data.n_test=32",
-    "train.batch_size=32",
-    "train.epochs=3",
-    "train.checkpoint_every=1",
-    "reduce.finetune_epochs=2",
-    "reduce.auto.max_rounds=2",
-]
+# A toy run that takes a few seconds (conf/debug/toy.yaml): 3 epochs (a checkpoint after each),
+# then at most two automatic rounds of condense -> 2 fine-tuning epochs. 7 calls of train_epoch
+# when both rounds are accepted, at least 5 in any case.
+TINY_TOY = ["+exp=toy", "+debug=toy"]
 
 
 def compose_config(overrides: list[str]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import condensation
-from condensation.models import ACTIVATIONS, MLP, POSITIVELY_HOMOGENEOUS
+from condensation.activations import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
+from condensation.archs.mlp import MLP
 
 # Every example has new shapes and so compiles anew: few examples, each duplicating several
 # neurons; no shrinking (it would recompile for every candidate).
@@ -25,7 +26,7 @@ REPORT_KEYS = {"widths_before", "widths_after", "params_before", "params_after",
 
 
 def make_mlp(widths, in_dim, out_dim, activation, seed):
-    """An MLP from condensation.models and random params in its layout (numpy, nonzero biases).
+    """An MLP from condensation.archs.mlp and random params in its layout (numpy, nonzero biases).
 
     The params are drawn with numpy rather than ``module.init``, which compiles anew for every
     shape; their layout is checked against the module's own.

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY_TOY, compose_config
 
-from condensation import experiment
+from condensation import fit as fit_module
 from condensation.condense import assign_groups, num_groups
-from condensation.experiment import ConfigError, train_and_reduce
-from condensation.io import load_network
+from condensation.errors import ConfigError
+from condensation.experiment import train_and_reduce
 from condensation.network import Network, count_params
 from condensation.reduction import REDUCERS, method, threshold_for
+from condensation.saved import load_network
 
 MLP = Network("mlp", (6, 5), {"out_dim": 2, "activation": "gelu", "gamma": 0.5})
 CNN = Network("cnn", (4, 6, 8), {"n_conv": 2, "num_classes": 3, "activation": "relu", "gamma": 0.5})
@@ -92,13 +93,13 @@ def condensed(tmp_path_factory):
 
 def count_epochs(monkeypatch) -> list[tuple[int, int]]:
     calls = []
-    real = experiment.train_epoch
+    real = fit_module.train_epoch
 
     def wrapped(state, data, **kwargs):
         calls.append((kwargs["epoch"], sum(np.size(p) for p in jax.tree.leaves(state.params))))
         return real(state, data, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_epoch", wrapped)
+    monkeypatch.setattr(fit_module, "train_epoch", wrapped)
     return calls
 
 

@@ -13,12 +13,12 @@ import jax
 import numpy as np
 import pytest
 
+from condensation.archs.mobilenetv2 import default_widths
 from condensation.combustion.chem import Mechanism
 from condensation.combustion.data import Normalizer
 from condensation.combustion.surrogate import export_surrogate, surrogate_metadata
-from condensation.io import save_network
-from condensation.mobilenet import default_widths
 from condensation.network import Network, abstract_variables
+from condensation.saved import save_network
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"

@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from condensation import cifar10
-from condensation.cifar10 import (
+from condensation.errors import ConfigError
+from condensation.tasks import cifar10, make_task
+from condensation.tasks.cifar10 import (
     CIFAR10DataError,
     cifar10_task,
     interleaved_order,
     load_cifar10,
     make_augment,
 )
-from condensation.experiment import ConfigError
-from condensation.tasks import make_task
 
 
 def write_npz(folder, n_train=200, n_test=60, seed=0, **overrides):

@@ -171,3 +171,19 @@ def test_threshold_outside_range_is_refused(threshold):
     variables = net.module().init(jax.random.key(0), jnp.ones((1, 2)))
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
         condense_variables(variables, net.spec(), threshold=threshold, activation="relu")
+
+
+def test_a_spec_that_does_not_fit_the_variables_is_named():
+    """Before any work: the group, the path, the axis and the sizes that do not fit."""
+    from condensation.archs.mlp import mlp_spec
+
+    variables = {"params": {"Dense_0": {"kernel": np.ones((3, 4)), "bias": np.ones(4)},
+                            "Dense_1": {"kernel": np.ones((4, 2)), "bias": np.ones(2)}}}
+    with pytest.raises(ValueError, match=r"group 'Dense_1': params/Dense_2/kernel is not in the "
+                                         r"variables \(they hold params/\{Dense_0, Dense_1\}\)"):
+        condense_variables(variables, mlp_spec(2), threshold=0.9, activation="relu")
+    short = {"params": {**variables["params"],
+                        "Dense_1": {"kernel": np.ones((5, 2)), "bias": np.ones(2)}}}
+    with pytest.raises(ValueError, match=r"group 'Dense_0': params/Dense_1/kernel has 5 entries "
+                                         r"along axis 0 \(shape \(5, 2\)\) but the group has 4"):
+        condense_variables(short, mlp_spec(1), threshold=0.9, activation="relu")

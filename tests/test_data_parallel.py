@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
-from condensation.models import CNN
+from condensation.archs.cnn import CNN
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch
 
 rng = np.random.default_rng(0)

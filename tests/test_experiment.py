@@ -12,10 +12,12 @@ import pytest
 import yaml
 from conftest import TINY_TOY, check_results, compose_config
 
-from condensation import experiment
-from condensation.experiment import ConfigError, train_and_reduce, validate_config
-from condensation.io import load_network
+from condensation import fit as fit_module
+from condensation.config import validate_config
+from condensation.errors import ConfigError
+from condensation.experiment import train_and_reduce
 from condensation.network import count_params
+from condensation.saved import load_network
 from condensation.tasks import make_task
 from condensation.train import evaluate
 
@@ -31,9 +33,9 @@ def read_json(path):
 
 
 def count_calls(monkeypatch, fail_on: int | None = None, error: type[BaseException] = KeyboardInterrupt):
-    """Wrap experiment.train_epoch: count its calls and raise ``error`` on call ``fail_on``."""
+    """Wrap fit_module.train_epoch: count its calls and raise ``error`` on call ``fail_on``."""
     calls = []
-    real = experiment.train_epoch
+    real = fit_module.train_epoch
 
     def wrapped(*args, **kwargs):
         calls.append(kwargs.get("epoch"))
@@ -41,7 +43,7 @@ def count_calls(monkeypatch, fail_on: int | None = None, error: type[BaseExcepti
             raise error(f"interrupted at call {fail_on}")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_epoch", wrapped)
+    monkeypatch.setattr(fit_module, "train_epoch", wrapped)
     return calls
 
 
@@ -249,10 +251,10 @@ def test_new_reduce_settings_keep_the_trained_original(reference, tmp_path):
 
 
 def interrupt_inside_epoch(monkeypatch, at_save: int) -> list[dict]:
-    """Wrap experiment.train_epoch: record its keyword arguments and raise KeyboardInterrupt
+    """Wrap fit_module.train_epoch: record its keyword arguments and raise KeyboardInterrupt
     right after the ``at_save``-th checkpoint taken inside an epoch."""
     calls, saves = [], []
-    real = experiment.train_epoch
+    real = fit_module.train_epoch
 
     def wrapped(*args, **kwargs):
         calls.append({k: kwargs[k] for k in ("epoch", "start_step", "loss_sum")})
@@ -266,7 +268,7 @@ def interrupt_inside_epoch(monkeypatch, at_save: int) -> list[dict]:
 
         return real(*args, **{**kwargs, "save": save})
 
-    monkeypatch.setattr(experiment, "train_epoch", wrapped)
+    monkeypatch.setattr(fit_module, "train_epoch", wrapped)
     return calls
 
 
@@ -359,3 +361,54 @@ def test_tensorboard_logger_writes_the_logged_metrics(reference, tmp_path):
         [float(r["size_ratio"]) for r in rounds], rel=1e-6)
     assert "finetune/round0/train_loss" in events
     assert [v for _, v in events["train/groups/Dense_1"]] == [r["groups"]["Dense_1"] for r in logged]
+
+
+def damage(checkpoint, what: str) -> None:
+    """Garbage over a checkpoint's run state (``meta``), its arrays, or both."""
+    files = []
+    if what in ("meta", "both"):
+        files.append(checkpoint / "meta" / "metadata")
+    if what in ("arrays", "both"):
+        files += [p for p in (checkpoint / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files
+    for p in files:
+        p.write_bytes(b"\x00garbage{" * 40)
+
+
+@pytest.mark.parametrize("what", ["meta", "arrays", "both"])
+def test_a_damaged_checkpoint_is_named_and_the_previous_one_resumes(reference, tmp_path, monkeypatch,
+                                                                    capsys, what):
+    cfg, ref_dir, ref_summary, _ = reference
+    workdir = tmp_path / "run"
+    count_calls(monkeypatch, fail_on=5)  # in the fine-tuning of round 0
+    with pytest.raises(KeyboardInterrupt):
+        train_and_reduce(cfg, workdir)
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    latest = workdir / "checkpoints" / str(steps[-1])
+    damage(latest, what)
+    capsys.readouterr()
+
+    count_calls(monkeypatch)
+    summary = train_and_reduce(cfg, workdir)
+    err = capsys.readouterr().err
+    assert f"checkpoint {latest} is damaged" in err and f"resuming from checkpoint {steps[-2]}" in err
+    assert stable(summary) == stable(ref_summary)
+    assert (workdir / "curve.csv").read_text() == (ref_dir / "curve.csv").read_text()
+    assert any((workdir / "checkpoints.damaged").iterdir())  # set aside, not deleted
+    events = [json.loads(line)["event"] for line in (workdir / "metrics.jsonl").open()]
+    assert "damaged_checkpoint" in events
+
+
+def test_when_every_checkpoint_is_damaged_the_run_says_how_to_start_over(tmp_path, monkeypatch):
+    cfg = compose_config(TINY_TOY)
+    workdir = tmp_path / "run"
+    count_calls(monkeypatch, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_reduce(cfg, workdir)
+    for p in (workdir / "checkpoints").iterdir():
+        if p.name.isdigit():
+            damage(p, "meta")
+    with pytest.raises(ConfigError, match="every checkpoint in .* is damaged.*fresh=true"):
+        train_and_reduce(cfg, workdir)
+    cfg["fresh"] = True
+    assert train_and_reduce(cfg, workdir)["reduced_params"] > 0

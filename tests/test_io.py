@@ -17,19 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from condensation import io as cio
-from condensation.io import (
-    MetricsLog,
-    atomic_write_bytes,
-    atomic_write_text,
-    flatten,
-    load_network,
-    save_network,
-    unflatten,
-    write_csv,
-    write_json,
-)
+from condensation import files as cfiles
+from condensation import provenance as cprov
+from condensation.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
+from condensation.metrics_log import MetricsLog
 from condensation.network import Network, abstract_variables, count_flops, count_params
+from condensation.saved import flatten, load_network, save_network, unflatten
 
 
 def assert_trees_equal(a, b):
@@ -148,7 +141,7 @@ def _interrupt(*args, **kwargs):
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch, where, error):
     path = tmp_path / "summary.json"
     write_json(path, {"version": 1})
-    monkeypatch.setattr(cio.os, where.split(".")[1], error)
+    monkeypatch.setattr(cfiles.os, where.split(".")[1], error)
     with pytest.raises((OSError, KeyboardInterrupt)):
         write_json(path, {"version": 2})
     monkeypatch.undo()
@@ -171,7 +164,7 @@ def test_failed_save_network_keeps_the_old_network(tmp_path, monkeypatch):
     net, shape = NETWORKS["mlp"]
     v = random_variables(net, shape)
     save_network(tmp_path, net, v, epoch=1)
-    monkeypatch.setattr(cio.os, "replace", _fail)
+    monkeypatch.setattr(cfiles.os, "replace", _fail)
     with pytest.raises(OSError):
         save_network(tmp_path, net.with_widths((2, 2)), jax.tree.map(lambda a: a * 0, v), epoch=2)
     monkeypatch.undo()
@@ -259,11 +252,12 @@ def test_count_flops_paper_fcn():
 
 def test_machine_names_the_allocator():
     expected = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
-    assert cio.machine().endswith(f", malloc: {expected}")
-    if not cio.TCMALLOC.exists():
-        pytest.skip(f"{cio.TCMALLOC} is not installed")
-    out = subprocess.run([sys.executable, "-c", "from condensation.io import allocator; print(allocator())"],
-                         env={**os.environ, "LD_PRELOAD": str(cio.TCMALLOC)}, capture_output=True,
+    assert cprov.machine().endswith(f", malloc: {expected}")
+    if not cprov.TCMALLOC.exists():
+        pytest.skip(f"{cprov.TCMALLOC} is not installed")
+    code = "from condensation.provenance import allocator; print(allocator())"
+    out = subprocess.run([sys.executable, "-c", code],
+                         env={**os.environ, "LD_PRELOAD": str(cprov.TCMALLOC)}, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "tcmalloc"
 
@@ -273,9 +267,9 @@ def test_machine_names_the_cpu_generation_and_package_versions(tmp_path, monkeyp
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
                        "processor\t: 1\ncpu family\t: 99\nmodel name\t: other\n")
-    real_path = cio.Path
-    monkeypatch.setattr(cio, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
-    m = cio.machine()
+    real_path = cprov.Path
+    monkeypatch.setattr(cprov, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    m = cprov.machine()
     assert "(AMD EPYC, cpu family 26, model 2)" in m
     assert f"jax {jax.__version__}" in m and f"flax {importlib.metadata.version('flax')}" in m
     assert "optax " in m and "jaxlib " in m

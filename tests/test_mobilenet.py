@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from condensation.archs.mobilenetv2 import DepthwiseConv3x3, default_widths, parse_widths
 from condensation.condense import (
     assign_groups,
     condense_variables,
@@ -23,7 +24,6 @@ from condensation.condense import (
     split_unit,
 )
 from condensation.coupling import UnitGroup
-from condensation.mobilenet import DepthwiseConv3x3, default_widths, parse_widths
 from condensation.network import Network, abstract_variables, check_shapes, count_params, widths_of
 
 TAU = 0.9999

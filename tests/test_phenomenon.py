@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import pytest
 
 from condensation import condense
-from condensation.models import MLP
-from condensation.tasks import toy_task
+from condensation.archs.mlp import MLP
+from condensation.tasks.toy import toy_task
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_step
 
 STEPS = 1000

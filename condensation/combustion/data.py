@@ -457,6 +457,53 @@ def _run_task(task: tuple) -> tuple[str, int, dict[str, Any]]:
     return split, i, simulate_condition(cfg, T0, P, phi, seed)
 
 
+def _split_data(rs: list[dict[str, Any]], condition_arrays) -> SplitData:
+    """One split's samples from its conditions' simulation results, concatenated in order."""
+    T0, P0, phi = condition_arrays
+    return SplitData(
+        T=np.concatenate([r["T"] for r in rs]),
+        P=np.concatenate([r["P"] for r in rs]),
+        Y=np.concatenate([r["Y"] for r in rs]),
+        T_next=np.concatenate([r["T_next"] for r in rs]),
+        Y_next=np.concatenate([r["Y_next"] for r in rs]),
+        condition=np.concatenate([np.full(len(r["T"]), i, np.int32) for i, r in enumerate(rs)]),
+        kind=np.concatenate([r["kind"] for r in rs]),
+        T0=T0, P0=P0, phi=phi,
+        tau_ign=np.array([r["tau_ign"] for r in rs]),
+        T_eq=np.array([r["T_eq"] for r in rs]),
+    )
+
+
+def _simulate_all(cfg: CombustionDataConfig, conditions, path: Path,
+                  progress: bool) -> dict[str, list[dict[str, Any]]]:
+    """Every condition of every split simulated, in ``cfg.workers`` spawned processes."""
+    tasks = [
+        (cfg, split, i, float(T0[i]), float(P0[i]), float(phi[i]))
+        for split, (T0, P0, phi) in conditions.items()
+        for i in range(len(T0))
+    ]
+    logger.info("generating combustion data (%d conditions, %d workers) into %s",
+                len(tasks), cfg.workers, path)
+    results: dict[str, list] = {split: [None] * len(conditions[split][0]) for split in SPLITS}
+    bar = tqdm(total=len(tasks), desc="cantera conditions", disable=not progress)
+    if cfg.workers <= 1:
+        for task in tasks:
+            split, i, r = _run_task(task)
+            results[split][i] = r
+            bar.update()
+    else:
+        # Under a joblib (loky) worker the global start method is "loky", which spawned children
+        # cannot set: they would crash and be respawned forever. Make it a real one first.
+        if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
+            multiprocessing.set_start_method("spawn", force=True)
+        with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
+            for split, i, r in pool.imap_unordered(_run_task, tasks):
+                results[split][i] = r
+                bar.update()
+    bar.close()
+    return results
+
+
 def generate(
     cfg: CombustionDataConfig, cache_dir: str | os.PathLike, progress: bool = True
 ) -> CombustionData:
@@ -476,31 +523,8 @@ def generate(
         return CombustionData.load(path)
 
     conditions = draw_conditions(cfg)
-    tasks = [
-        (cfg, split, i, float(T0[i]), float(P0[i]), float(phi[i]))
-        for split, (T0, P0, phi) in conditions.items()
-        for i in range(len(T0))
-    ]
-    logger.info("generating combustion data (%d conditions, %d workers) into %s",
-                len(tasks), cfg.workers, path)
     start = time.perf_counter()
-    results: dict[str, list] = {split: [None] * len(conditions[split][0]) for split in SPLITS}
-    bar = tqdm(total=len(tasks), desc="cantera conditions", disable=not progress)
-    if cfg.workers <= 1:
-        for task in tasks:
-            split, i, r = _run_task(task)
-            results[split][i] = r
-            bar.update()
-    else:
-        # Under a joblib (loky) worker the global start method is "loky", which spawned children
-        # cannot set: they would crash and be respawned forever. Make it a real one first.
-        if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
-            multiprocessing.set_start_method("spawn", force=True)
-        with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
-            for split, i, r in pool.imap_unordered(_run_task, tasks):
-                results[split][i] = r
-                bar.update()
-    bar.close()
+    results = _simulate_all(cfg, conditions, path, progress)
     seconds = time.perf_counter() - start
 
     all_results = [r for split in SPLITS for r in results[split]]
@@ -513,22 +537,7 @@ def generate(
             "perturbation ranges"
         )
 
-    splits = {}
-    for split in SPLITS:
-        rs = results[split]
-        T0, P0, phi = conditions[split]
-        splits[split] = SplitData(
-            T=np.concatenate([r["T"] for r in rs]),
-            P=np.concatenate([r["P"] for r in rs]),
-            Y=np.concatenate([r["Y"] for r in rs]),
-            T_next=np.concatenate([r["T_next"] for r in rs]),
-            Y_next=np.concatenate([r["Y_next"] for r in rs]),
-            condition=np.concatenate([np.full(len(r["T"]), i, np.int32) for i, r in enumerate(rs)]),
-            kind=np.concatenate([r["kind"] for r in rs]),
-            T0=T0, P0=P0, phi=phi,
-            tau_ign=np.array([r["tau_ign"] for r in rs]),
-            T_eq=np.array([r["T_eq"] for r in rs]),
-        )
+    splits = {split: _split_data(results[split], conditions[split]) for split in SPLITS}
     n_samples = sum(len(s) for s in splits.values())
     stats = {
         "n_samples": {k: len(v) for k, v in splits.items()},

@@ -1,6 +1,6 @@
 """An exported chemistry surrogate: one dt of a constant-pressure reactor, in physical units.
 
-Stored as a folder (see :func:`condensation.io.save_network`): ``variables.npz`` (the network's
+Stored as a folder (see :func:`condensation.saved.save_network`): ``variables.npz`` (the network's
 arrays, keys like ``params/Dense_0/kernel``) and ``network.json`` holding the architecture and
 widths plus a ``surrogate`` entry: mechanism, species, active species indices, dt [s] and the
 input/label normalization (``x_mean``, ``x_std``, ``y_mean``, ``y_std``). The network maps
@@ -25,8 +25,8 @@ import numpy as np
 
 from condensation.combustion import chem
 from condensation.combustion.data import Normalizer, apply_labels, features
-from condensation.io import load_network, save_network
 from condensation.network import Network
+from condensation.saved import load_network, save_network
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from condensation.plots import plt, save_figure
+from condensation.plots import save_figure, subplots
 
 STYLE = {"original": ("tab:blue", "--"), "reduced": ("tab:red", ":")}
 
@@ -14,7 +14,7 @@ def plot_ignition(path: Path, ref, rollouts: dict[str, np.ndarray], dt: float, n
     """T(t) of Cantera and each network from ``n`` held-out initial conditions."""
     order = np.argsort(ref.tau)
     pick = order[np.linspace(0, len(order) - 1, min(n, len(order))).astype(int)]
-    fig, axes = plt.subplots(1, len(pick), figsize=(3.6 * len(pick), 3.2), squeeze=False)
+    fig, axes = subplots(1, len(pick), figsize=(3.6 * len(pick), 3.2), squeeze=False)
     for ax, c in zip(axes[0], pick, strict=True):
         s = int(ref.steps[c])
         t = np.arange(s + 1) * dt * 1e3
@@ -33,7 +33,7 @@ def plot_ignition(path: Path, ref, rollouts: dict[str, np.ndarray], dt: float, n
 
 def plot_parity(path: Path, y_true: np.ndarray, preds: dict[str, np.ndarray], names) -> None:
     """Predicted versus true normalized one-step labels on held-out states, per network."""
-    fig, axes = plt.subplots(1, len(preds), figsize=(4.2 * len(preds), 4), squeeze=False)
+    fig, axes = subplots(1, len(preds), figsize=(4.2 * len(preds), 4), squeeze=False)
     for ax, (tag, y) in zip(axes[0], preds.items(), strict=True):
         for j, name in enumerate(names):
             ax.scatter(y_true[:, j], y[:, j], s=2, alpha=0.4, label=name)

@@ -1,9 +1,10 @@
-"""Tasks: the data of an experiment and how its networks are judged.
+"""A task: the data of an experiment and how its networks are judged; the registry of tasks.
 
 ``make_task(data_cfg, seed, workdir)`` looks the task up by ``data_cfg['name']`` in
-:data:`TASKS`. A task holds in-memory splits, the loss, the headline metric (computed on the
-test split; the validation split drives every decision) and optional hooks for
-task-specific evaluation (combustion rollouts) and checkpoint selection.
+:data:`TASKS`, where each module of ``condensation/tasks/`` registers its maker. A task holds
+in-memory splits, the loss, the headline metric (computed on the test split; the validation
+split drives every decision) and optional hooks for task-specific evaluation (combustion
+rollouts) and checkpoint selection.
 """
 from __future__ import annotations
 
@@ -42,40 +43,20 @@ class Task:
         return a > b if self.higher_is_better else a < b
 
 
-def toy_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
-    """1-D regression y = f(x) on [-1, 1]: the small test bed of the phenomenon."""
-    rng = np.random.default_rng([seed, 1234])
-    fn = {
-        "sin": lambda x: np.sin(3 * x),
-        "abs": lambda x: np.abs(x) - 0.5,
-        "mix": lambda x: np.tanh(4 * x) + 0.5 * np.sin(5 * x),
-    }[cfg.get("function", "mix")]
-
-    def split(n):
-        x = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
-        return x, fn(x).astype(np.float32)
-
-    return Task("toy", (1,), 1, split(cfg.get("n_train", 256)), split(cfg.get("n_val", 256)),
-                split(cfg.get("n_test", 256)), loss="mse", metric="loss", log_metric=True)
+Maker = Callable[[dict[str, Any], int, Path], Task]
+TASKS: dict[str, Maker] = {}
 
 
-def _combustion(cfg, seed, workdir):
-    from condensation.combustion.task import combustion_task
+def register(name: str) -> Callable[[Maker], Maker]:
+    """Decorator: register a task maker ``(data_cfg, seed, workdir) -> Task`` under ``name``."""
 
-    return combustion_task(cfg, seed, workdir)
+    def decorate(maker: Maker) -> Maker:
+        if name in TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        TASKS[name] = maker
+        return maker
 
-
-def _cifar10(cfg, seed, workdir):
-    from condensation.cifar10 import cifar10_task
-
-    return cifar10_task(cfg, seed, workdir)
-
-
-TASKS: dict[str, Callable[[dict[str, Any], int, Path], Task]] = {
-    "toy": toy_task,
-    "combustion": _combustion,
-    "cifar10": _cifar10,
-}
+    return decorate
 
 
 def make_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:

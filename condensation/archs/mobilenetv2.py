@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 
 from condensation import coupling
+from condensation.activations import activation as get_activation
+from condensation.archs.base import Architecture, check_widths, image_input, register, scaled_normal
 from condensation.coupling import Producer, Slot, UnitGroup
-from condensation.models import activation as get_activation
-from condensation.models import check_widths, scaled_normal
 
 # torchvision's inverted residual setting: (expansion t, channels c, repeats n, stride s)
 TORCHVISION_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -274,3 +274,9 @@ def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = Fa
                 tuple(coupling.conv_in(r) for r in readers),
             ))
     return tuple(groups)
+
+
+ARCH = register(Architecture(
+    "mobilenetv2", build, mobilenetv2_spec, "num_classes",
+    lambda variables: image_input(variables, ("params", "stem_conv", "kernel")),
+))

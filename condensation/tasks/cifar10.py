@@ -1,7 +1,7 @@
 """CIFAR-10: from tensorflow-datasets (prepared array_record data) or a folder of two npz files.
 
 ``cifar10_task(cfg, seed, workdir)`` (``data.name=cifar10``) returns a
-:class:`~condensation.tasks.Task` with in-memory splits: images float32 [N, 32, 32, 3],
+:class:`~condensation.tasks.base.Task` with in-memory splits: images float32 [N, 32, 32, 3],
 normalized per channel with the training split's statistics, labels int32 [N]. The validation
 split is taken from the training set (stratified, seeded by ``split_seed``), the test split is
 the data set's own. ``augment`` (random 32x32 crop of the 4-pixel padded image, horizontal flip)
@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condensation.experiment import ConfigError
-from condensation.tasks import Task
+from condensation.errors import ConfigError
+from condensation.tasks.base import Task, register
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_NPZ_DIR = REPO.parent / "shared" / "data" / "cifar10"
 NPZ_FILES = {"train": "cifar10_train.npz", "test": "cifar10_test.npz"}
 ENV_VAR = "CIFAR10_NPZ_DIR"
@@ -249,6 +249,7 @@ def _cap(value: Any, key: str, available: int) -> int:
     return min(value, available)
 
 
+@register("cifar10")
 def cifar10_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
     """The CIFAR-10 task (see the module docstring). ``seed`` is unused: the split has its own
     ``split_seed`` so that runs of different seeds see the same validation set."""

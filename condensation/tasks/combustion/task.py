@@ -25,7 +25,7 @@ from condensation.combustion.data import (
     generate,
 )
 from condensation.combustion.surrogate import Surrogate, make_surrogate, surrogate_metadata
-from condensation.tasks import Task
+from condensation.tasks.base import Task, register
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def a_priori_errors(surrogate: Surrogate, split, batch_size: int) -> dict[str, A
             "Y_mae": dict(zip(surrogate.species, map(float, dY.mean(axis=0)), strict=True))}
 
 
+@register("combustion")
 def combustion_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
     cfg = dict(cfg)
     rollout = {**ROLLOUT_DEFAULTS, **(cfg.pop("rollout", None) or {})}
@@ -173,8 +174,8 @@ def combustion_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
 
 def finalize(workdir: Path, original, reduced, surrogate, reference, data, norm, meta) -> None:
     """Export both networks as surrogates and draw the ignition and parity plots."""
-    from condensation.combustion.plots import plot_ignition, plot_parity
     from condensation.combustion.surrogate import export_surrogate
+    from condensation.tasks.combustion.plots import plot_ignition, plot_parity
 
     sur = {}
     for tag, (net, variables) in (("original", original), ("reduced", reduced)):

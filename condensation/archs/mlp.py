@@ -1,0 +1,57 @@
+"""Fully connected network (``arch: mlp``): module, coupling spec, input shape."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import numpy as np
+
+from condensation import coupling
+from condensation.activations import activation as get_activation
+from condensation.archs.base import Architecture, check_widths, register, scaled_normal
+
+
+class MLP(nn.Module):
+    """Fully connected network x [N, in] -> [N, out].
+
+    Layers are ``Dense_0 .. Dense_L`` (flax's default names), hidden widths ``widths``; every
+    kernel is drawn from N(0, fan_in^(-2 gamma)).
+    """
+
+    widths: Sequence[int]
+    out_dim: int
+    activation: str = "gelu"
+    gamma: float = 1.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        act = get_activation(self.activation)
+        init = scaled_normal(self.gamma)
+        for w in self.widths:
+            x = act(nn.Dense(w, kernel_init=init)(x))
+        return nn.Dense(self.out_dim, kernel_init=init)(x)
+
+
+def build(widths, *, out_dim, activation="gelu", gamma=1.0) -> MLP:
+    return MLP(widths=check_widths(widths), out_dim=out_dim, activation=activation, gamma=gamma)
+
+
+def spec(widths, **_) -> coupling.Spec:
+    """Hidden layer i: producer ``Dense_i`` (kernel columns, bias), consumer ``Dense_{i+1}``'s rows."""
+    return mlp_spec(len(widths))
+
+
+def mlp_spec(n_hidden: int) -> coupling.Spec:
+    return tuple(
+        coupling.UnitGroup(f"Dense_{i}", (coupling.dense(f"Dense_{i}"),),
+                           (coupling.rows(f"Dense_{i + 1}"),))
+        for i in range(n_hidden)
+    )
+
+
+def input_shape(variables) -> tuple[int]:
+    """The input width: the first kernel's rows."""
+    return (int(np.shape(variables["params"]["Dense_0"]["kernel"])[0]),)
+
+
+ARCH = register(Architecture("mlp", build, spec, "out_dim", input_shape))
