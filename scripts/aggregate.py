@@ -32,227 +32,28 @@ Exits with status 2 and a message when SWEEP_DIR holds no finished run.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
+from condensation.files import atomic_write_text, write_csv
+from condensation.plots import color_cycle, save_figure, subplots
+from condensation.results import (
+    NoRunsError,
+    aggregate,
+    columns,
+    markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is in the checkout
-    sys.path.insert(0, str(ROOT))
-
-from condensation.experiment import OPERATIONAL_KEYS  # noqa: E402
-from condensation.io import atomic_write_text, write_csv  # noqa: E402
-
-# Keys that never make runs differ: the seed is what a group averages over, and the keys that
-# change how a run is carried out, not its outcome (logger, checkpoint frequencies, ...), so runs
-# made before such a key existed group with those made after.
-DEFAULT_IGNORE = ("seed", *OPERATIONAL_KEYS)
-# Always first in the table, in this order; then the other numeric top-level summary fields.
-MAIN_FIELDS = ("size_ratio", "original_metric", "reduced_metric_after_finetune")
-SKIP_FIELDS = {"seed"}
-_UNSET = object()  # a key that a run's config does not have
-
-
-class NoRunsError(RuntimeError):
-    """The sweep folder holds no finished run."""
-
-
-def find_runs(sweep_dir: str | Path) -> list[Path]:
-    """Run directories below ``sweep_dir`` holding both summary.json and config.yaml, sorted."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise NoRunsError(f"{sweep_dir} is not a folder")
-    runs = sorted(p.parent for p in sweep_dir.rglob("summary.json")
-                  if (p.parent / "config.yaml").is_file())
-    if not runs:
-        started = sorted(p.parent for p in sweep_dir.rglob("config.yaml")
-                         if p.parent.name != ".hydra")
-        hint = (f"; {len(started)} run directories have config.yaml but no summary.json yet "
-                "(still running, or failed: see their metrics.jsonl)" if started else "")
-        raise NoRunsError(f"no finished runs under {sweep_dir}: a finished run directory holds "
-                          f"summary.json and config.yaml{hint}")
-    return runs
-
-
-def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """``{'reduce': {'auto': {'start': 0.99}}}`` -> ``{'reduce.auto.start': 0.99}``; lists stay."""
-    if isinstance(cfg, dict) and cfg:
-        out: dict[str, Any] = {}
-        for k, v in cfg.items():
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: cfg}
-
-
-def format_value(v: Any) -> str:
-    """A config value as one would type it in an override: 0.99, [0.99,0.95], true, null."""
-    if v is _UNSET:
-        return "unset"
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(format_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return json.dumps(v, sort_keys=True)
-    return str(v)
-
-
-def _sort_key(v: Any) -> tuple:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return (0, float(v), "")
-    return (1, 0.0, format_value(v))
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
-
-
-def _lookup(summary: dict[str, Any], dotted: str) -> Any:
-    node: Any = summary
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def load_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    runs = []
-    for d in find_runs(sweep_dir):
-        try:
-            cfg = yaml.safe_load((d / "config.yaml").read_text()) or {}
-            summary = json.loads((d / "summary.json").read_text())
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            print(f"warning: skipping {d}: {e}", file=sys.stderr)
-            continue
-        runs.append({"dir": d, "config": flatten_config(cfg), "summary": summary})
-    if not runs:
-        raise NoRunsError(f"no readable finished runs under {sweep_dir}")
-    return runs
-
-
-def aggregate(sweep_dir: str | Path, fields: list[str] | tuple[str, ...] = (),
-              ignore: list[str] | tuple[str, ...] = DEFAULT_IGNORE) -> dict[str, Any]:
-    """Group the finished runs below ``sweep_dir``; returns ``{keys, fields, rows, runs}``.
-
-    ``keys`` are the config keys that differ between runs (the seed and ``ignore`` aside),
-    ``rows`` one dict per group with the columns of sweep.csv (numbers, None when empty).
-    """
-    runs = load_runs(sweep_dir)
-    ignored = set(ignore) | set(DEFAULT_IGNORE)
-    all_keys = sorted(k for k in {k for r in runs for k in r["config"]}
-                      if not any(k == i or k.startswith(f"{i}.") for i in ignored))
-    keys = [k for k in all_keys
-            if len({format_value(r["config"].get(k, _UNSET)) for r in runs}) > 1]
-
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        groups[tuple(format_value(r["config"].get(k, _UNSET)) for k in keys)].append(r)
-
-    numeric = list(MAIN_FIELDS)
-    for r in runs:
-        for k, v in r["summary"].items():
-            if k not in numeric and k not in SKIP_FIELDS and _number(v) is not None:
-                numeric.append(k)
-    numeric += [f for f in fields if f not in numeric]
-
-    def order(item):
-        members = item[1]
-        return tuple(_sort_key(members[0]["config"].get(k, _UNSET)) for k in keys)
-
-    rows = []
-    for values, members in sorted(groups.items(), key=order):
-        seeds = [m["config"].get("seed", m["summary"].get("seed")) for m in members]
-        members = [m for _, m in sorted(zip(seeds, members, strict=True), key=lambda t: _sort_key(t[0]))]
-        seeds = sorted(seeds, key=_sort_key)
-        if len(set(map(str, seeds))) < len(seeds):
-            print(f"warning: group {_group_name(keys, values)} has the same seed more than once "
-                  f"({' '.join(str(m['dir']) for m in members)}); pass --ignore for the key that "
-                  "tells them apart if it does not matter", file=sys.stderr)
-        row: dict[str, Any] = {"group": _group_name(keys, values), **dict(zip(keys, values, strict=True)),
-                               "metric": " ".join(sorted({str(m["summary"].get("metric"))
-                                                          for m in members})),
-                               "n_seeds": len(members), "seeds": " ".join(map(str, seeds))}
-        for f in numeric:
-            vals = [x for m in members if (x := _number(_lookup(m["summary"], f))) is not None]
-            row[f"{f}_mean"], row[f"{f}_std"] = _mean_std(vals)
-        row["_runs"] = members
-        rows.append(row)
-    constants = {}
-    for f in numeric:
-        vals = [_number(_lookup(r["summary"], f)) for r in runs]
-        if f not in MAIN_FIELDS and None not in vals and len(set(vals)) == 1:
-            constants[f] = vals[0]
-    return {"keys": keys, "fields": numeric, "rows": rows, "runs": runs, "constants": constants}
-
-
-def _group_name(keys: list[str], values: tuple[str, ...]) -> str:
-    return ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True)) or "all runs"
-
-
-def columns(result: dict[str, Any]) -> list[str]:
-    cols = ["group", *result["keys"], "metric", "n_seeds", "seeds"]
-    for f in result["fields"]:
-        cols += [f"{f}_mean", f"{f}_std"]
-    return cols
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float):
-        return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.4g}"  # parameters, FLOPs: all digits
-    return str(x)
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """sweep.csv's rows as ``mean ± std``; fields equal in every run go below the table."""
-    constants = result.get("constants", {})
-    fields = [f for f in result["fields"] if f not in constants]
-    head = [*(result["keys"] or ["group"]), "metric", "n_seeds", *fields]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in result["rows"]:
-        cells = [str(row[k]) for k in result["keys"] or ["group"]] + [row["metric"], str(row["n_seeds"])]
-        for f in fields:
-            mean, std = row[f"{f}_mean"], row[f"{f}_std"]
-            cells.append("" if mean is None else _fmt(mean) + ("" if std is None else f" ± {_fmt(std)}"))
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    if constants:
-        lines += ["", "The same in every run: "
-                  + ", ".join(f"{k} = {_fmt(v)}" for k, v in constants.items()) + "."]
-    return "\n".join(lines) + "\n"
-
 
 def plot(result: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from condensation.plots import save_figure
 
     rows = result["rows"]
     summaries = [r["summary"] for r in result["runs"]]
     metrics = sorted({str(s.get("metric")) for s in summaries})
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = subplots(figsize=(6.5, 4.5))
+    colors = color_cycle()
     originals = [r["original_metric_mean"] for r in rows if r["original_metric_mean"] is not None]
     shared_original = bool(originals) and max(originals) - min(originals) <= 1e-9 * max(
         1.0, abs(max(originals)))

@@ -52,7 +52,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -61,28 +60,22 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from condensation.cifar10 import make_augment
+from condensation.archs import architecture
 from condensation.combustion import Surrogate, load_surrogate
 from condensation.combustion.chem import cantera_trajectory, initial_mass_fractions, step_cantera
 from condensation.combustion.data import features
-from condensation.experiment import build_network
-from condensation.io import (
-    TCMALLOC,
-    allocator,
-    atomic_write_text,
-    git_commit,
-    load_network,
-    machine,
-    write_json,
-)
+from condensation.files import atomic_write_text, write_json
 from condensation.network import (
     Network,
-    architecture,
+    build_network,
     count_flops,
     count_params,
     input_shape_of,
     reduce_network,
 )
+from condensation.provenance import TCMALLOC, allocator, git_commit, machine
+from condensation.saved import load_network
+from condensation.tasks.cifar10 import make_augment
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +184,7 @@ def forward(net: Network, variables, x: jax.Array) -> Callable[[], jax.Array]:
 def fresh_mobilenetv2() -> tuple[Network, Any]:
     """MobileNetV2 as conf/model/mobilenetv2.yaml builds it for CIFAR-10, freshly initialized."""
     cfg = yaml.safe_load((ROOT / "conf/model/mobilenetv2.yaml").read_text())
-    net = build_network(cfg, SimpleNamespace(output_dim=10))  # of the task, it reads only this
+    net = build_network(cfg, 10)
     init = jax.jit(net.module().init)  # eager init takes twice as long
     return net, init(jax.random.key(0), jnp.zeros((1, *CIFAR_SHAPE)))
 

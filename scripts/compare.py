@@ -35,7 +35,6 @@ and a run found under ``--root`` replaces its record.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -43,29 +42,24 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from aggregate import (  # noqa: E402
-    _UNSET,
+from condensation.files import atomic_write_text, write_csv, write_json
+from condensation.plots import color_cycle, save_figure, subplots
+from condensation.provenance import machine
+from condensation.results import (
+    CURVE_FIELDS,
     DEFAULT_IGNORE,
+    METHODS,
+    UNSET,
     NoRunsError,
-    _lookup,
-    _mean_std,
-    _number,
     format_value,
     load_runs,
     markdown,
+    mean_std,
+    record,
+    table,
 )
 
-from condensation.io import atomic_write_text, machine, write_csv, write_json  # noqa: E402
-
-METHODS = ("condense", "magnitude", "random", "merge_standard_init", "scratch")
-FIELDS = ("size_ratio", "original_metric", "reduced_metric_before_finetune",
-          "reduced_metric_after_finetune", "wall_time_s")
-
+ROOT = Path(__file__).resolve().parents[1]
 
 def run_dir(root: Path, seed: int, method: str) -> Path:
     return root / f"seed{seed}" if method == "condense" else root / f"seed{seed}" / "baselines" / method
@@ -93,39 +87,8 @@ def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[st
                 raise SystemExit(f"error: the {m} run of seed {seed} failed: {' '.join(cmd)}")
 
 
-CURVE_FIELDS = ("size_ratio", "metric_before_finetune", "metric_after_finetune")
 # Config keys a baseline may differ in from the condensation run it is compared with.
 IGNORE = ("reduce.targets", "reduce.sizes", "model.gamma")
-
-
-def process_commits(run: Path) -> list[str]:
-    """The commits of the processes that worked on a run, in order: from the
-    ``start`` and ``resume`` events of its metrics.jsonl (a resumed run may span several),
-    consecutive repeats collapsed, so the last is the commit that finished it. Events of
-    the project's earliest runs record none: their RUN.md says which code they ran."""
-    out: list[str] = []
-    path = run / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        event = json.loads(line)
-        commit = event.get("commit")
-        if event.get("event") in ("start", "resume") and commit and out[-1:] != [commit]:
-            out.append(commit)
-    return out
-
-
-def record(run: dict[str, Any], fields: tuple[str, ...] = ()) -> dict[str, Any]:
-    """What the comparison keeps of a finished run (``load_runs``' dict): enough to table and
-    plot it again once its directory is gone: its config, the summary's fields that the
-    table uses and its accepted rounds."""
-    d, cfg, s = Path(run["dir"]), run["config"], run["summary"]
-    with (d / "curve.csv").open() as f:
-        curve = [{"round": int(r["round"]), **{k: float(r[k]) for k in CURVE_FIELDS}}
-                 for r in csv.DictReader(f) if r["accepted"] == "True"]
-    return {"dir": str(d), "method": cfg.get("reduce.method", "condense"),
-            "seed": cfg.get("seed", s.get("seed")), "commit": s.get("commit"),
-            "commits": process_commits(d), "wall_time_s": s.get("wall_time_s"),
-            "summary": {f: _lookup(s, f) for f in ("metric", "log_metric", *FIELDS, *fields)},
-            "curve": curve, "config": cfg}
 
 
 def previous_records(out: Path, found: set[tuple[str, Any]]) -> list[dict[str, Any]]:
@@ -155,55 +118,22 @@ def check_configs(records: list[dict[str, Any]]) -> None:
     ignored = (*DEFAULT_IGNORE, *IGNORE, "reduce.method")
     keys = sorted(k for k in {k for c in configs for k in c}
                   if not any(k == i or k.startswith(f"{i}.") for i in ignored)
-                  and len({format_value(c.get(k, _UNSET)) for c in configs}) > 1)
+                  and len({format_value(c.get(k, UNSET)) for c in configs}) > 1)
     if keys:
         raise NoRunsError(f"the comparison's runs differ in more than the method and seed: "
                           f"{keys}; give each comparison its own --root and --out")
 
 
-def table(records: list[dict[str, Any]], fields: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One row per method (METHODS' order) at the final size: mean and sample std over seeds
-    of every field (aggregate.py's statistics), in aggregate.markdown's form."""
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in sorted(records, key=lambda r: (str(r["seed"]), r["dir"])):
-        by_method[r["method"]].append(r)
-    order = [m for m in METHODS if m in by_method] + sorted(set(by_method) - set(METHODS))
-    names = [f for f in (*FIELDS, *fields)
-             if any(_number(r["summary"].get(f)) is not None for r in records)]
-    rows = []
-    for m in order:
-        recs = by_method[m]
-        seeds = [r["seed"] for r in recs]
-        if len(set(map(str, seeds))) < len(seeds):
-            print(f"warning: {m} has the same seed more than once: "
-                  f"{' '.join(r['dir'] for r in recs)}", file=sys.stderr)
-        row: dict[str, Any] = {
-            "reduce.method": m, "n_seeds": len(recs), "seeds": " ".join(map(str, seeds)),
-            "metric": " ".join(sorted({str(r["summary"].get("metric")) for r in recs}))}
-        for f in names:
-            vals = [x for r in recs if (x := _number(r["summary"].get(f))) is not None]
-            row[f"{f}_mean"], row[f"{f}_std"] = _mean_std(vals)
-        rows.append(row)
-    return {"keys": ["reduce.method"], "fields": names, "rows": rows, "constants": {},
-            "records": records}
-
-
 def plot(result: dict[str, Any], path: Path, title: str) -> None:
     """Two panels: every method before (hollow) and after (filled) fine-tuning, and the same
     after fine-tuning only, on its own y-range (the methods end close together)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from condensation.plots import save_figure
 
     lines: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in result["records"]:
         for point in r["curve"]:
             lines[r["method"]][point["round"]].append(point)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.3})
-    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    fig, axes = subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.3})
+    colors = dict(zip(METHODS, color_cycle(), strict=False))
     originals = {row["reduce.method"]: row for row in result["rows"]}
     summaries = [r["summary"] for r in result["records"]]
     metric = summaries[0].get("metric") or "metric"
@@ -212,8 +142,8 @@ def plot(result: dict[str, Any], path: Path, title: str) -> None:
         for method in [m for m in METHODS if m in lines]:
             rounds = sorted(lines[method])
             for key, style in panel_keys:
-                x = [_mean_std([r["size_ratio"] for r in lines[method][k]]) for k in rounds]
-                y = [_mean_std([r[key] for r in lines[method][k]]) for k in rounds]
+                x = [mean_std([r["size_ratio"] for r in lines[method][k]]) for k in rounds]
+                y = [mean_std([r[key] for r in lines[method][k]]) for k in rounds]
                 after = key == "metric_after_finetune"
                 ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[s or 0.0 for _, s in x],
                             yerr=[s or 0.0 for _, s in y], fmt=style, color=colors[method], capsize=3,

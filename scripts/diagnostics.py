@@ -34,14 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from condensation.condense import assign_groups, cosine_similarity, input_vectors
+from condensation.files import write_json
+from condensation.network import input_shape_of
+from condensation.plots import color_cycle, save_figure, subplots
+from condensation.provenance import git_commit
+from condensation.saved import load_network
 
-from condensation.condense import assign_groups, cosine_similarity, input_vectors  # noqa: E402
-from condensation.io import git_commit, load_network, write_json  # noqa: E402
-from condensation.network import input_shape_of  # noqa: E402
-from condensation.plots import plt, save_figure  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_run(run: Path) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def matrices(run: dict[str, Any], layer: str, threshold: float) -> dict[str, Any
 
 
 def plot_cosine(rows: list[tuple[str, dict[str, Any]]], layer: str, threshold: float, path: Path) -> None:
-    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.4 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), 3, figsize=(10, 3.4 * len(rows)), squeeze=False)
     for i, (label, mats) in enumerate(rows):
         for j, stage in enumerate(("initialization", "trained", "reduced")):
             ax, m = axes[i, j], mats[stage]
@@ -121,9 +121,9 @@ def groups_history(run: Path) -> tuple[float | None, dict[str, list[tuple[int, f
 
 def plot_groups(histories: list[tuple[str, float, dict]], path: Path) -> None:
     """One panel per run (side by side, same axes), one line per layer."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(1 + 4.6 * len(histories), 4.2),
+    fig, axes = subplots(1, len(histories), figsize=(1 + 4.6 * len(histories), 4.2),
                              sharey=True, squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = color_cycle()
     for ax, (label, _, hist) in zip(axes[0], histories, strict=True):
         for i, (layer, pts) in enumerate(hist.items()):
             ax.plot(*zip(*pts, strict=True), color=colors[i % len(colors)],

@@ -1,7 +1,7 @@
 """Publish a finished run directory into results/<exp>/ (the results contract, no checkpoints).
 
     python scripts/publish.py RUN_DIR results/combustion \
-        --command "python -m experiments.run +exp=combustion model=fcn_paper"
+        --command "python -m experiments.run +exp=combustion_paper"
 
 Copies summary.json, curve.csv, size_vs_metric.png, config.yaml, metrics.jsonl and every other
 figure (*.png) of the run, the exported surrogates (surrogate/) when present, with

@@ -22,13 +22,9 @@ import math
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-from compare import CURVE_FIELDS, NoRunsError, table  # noqa: E402
-
-from condensation.io import write_json  # noqa: E402
-from condensation.reduction import REDUCERS  # noqa: E402
+from condensation.files import write_json
+from condensation.reduction import REDUCERS, original_of_targets
+from condensation.results import CURVE_FIELDS, NoRunsError, table
 
 
 def recover(out: Path, originals: dict[tuple[str, int], float], note: str) -> dict:
@@ -38,7 +34,8 @@ def recover(out: Path, originals: dict[tuple[str, int], float], note: str) -> di
     for p in csv.DictReader((out / "curves.csv").open()):
         curves.setdefault((p["method"], int(p["seed"])), []).append(
             {"round": int(p["round"]), **{k: float(p[k]) for k in CURVE_FIELDS}})
-    shared = {m for m, spec in REDUCERS.items() if spec.reuses_original} | {"condense"}
+    # the methods that start from the condensation run's trained original share its metric
+    shared = {m for m, spec in REDUCERS.items() if spec.start is original_of_targets} | {"condense"}
     known = dict(originals)
     for (m, seed), v in originals.items():  # the same trained network, the same original
         if m in shared:
