@@ -63,7 +63,9 @@ Schedule = _names("Schedule", SCHEDULES)
 Source = _names("Source", SOURCES)
 Logger = _names("Logger", ("jsonl", "tensorboard"))  # tensorboard: also <run>/tensorboard
 ToyFunction = _names("ToyFunction", ("sin", "abs", "mix"))  # condensation/tasks/toy.py
-Mode = _names("Mode", ("manual", "auto"))
+Mode = _names("Mode", ("manual", "auto", "target"))
+Compensate = _names("Compensate", ("lstsq",))  # null: none
+Repair = _names("Repair", ("bn",))  # null: none
 ToleranceMode = _names("ToleranceMode", ("relative", "absolute"))
 Sizes = _names("Sizes", ("all", "final"))
 
@@ -345,8 +347,27 @@ class Reduce(Section):
     sizes: Sizes | None = spec(
         None, allowed="all, final (the sizes a baseline reduces to: every accepted round of the "
         "condensation run in reduce.targets, or only its last)")
+    # mode=target: reach this fraction of the original's parameters in target_rounds rounds
+    target: float | None = spec(None, allowed="null or a fraction of the parameters in (0, 1)",
+                                check=lambda v: 0 < v < 1)
+    target_rounds: int | None = spec(None, allowed="null (1) or an integer >= 1", check=lambda v: v >= 1)
+    # the stages after selection (null: off) and their calibration data
+    compensate: Compensate | None = spec(None)
+    repair: Repair | None = spec(None)
+    calibration: int | None = spec(None, allowed="null (2048) or an integer >= 1 (training inputs "
+                                   "used by compensation, repair and importance)",
+                                   check=lambda v: v >= 1)
+    # a saved network (folder with network.json and variables.npz) to reduce instead of training
+    original: str | None = spec(None)
+    # fine-tuning distilled from the original: the weight of the distance to its outputs
+    distill: float | None = spec(None, allowed="null (off) or a weight in (0, 1]",
+                                 check=lambda v: 0 < v <= 1)
+    distill_temperature: float | None = spec(None, allowed="null (4) or a number > 0",
+                                             check=lambda v: v > 0)
 
     def cross_checks(self) -> None:
+        if self.mode == Mode.target and self.target is None:
+            fail("reduce.target", None, "a fraction of the parameters in (0, 1) (reduce.mode=target)")
         if self.mode == Mode.manual and self.thresholds is None:
             fail("reduce.thresholds", None, "a list of cosine thresholds in (0, 1] (reduce.mode=manual)")
         if self.mode == Mode.auto and self.auto is None:

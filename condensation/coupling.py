@@ -37,6 +37,16 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Consumer(Slot):
+    """A slot that reads the units (the next layer's input slices), with what follows that
+    layer's output: its ``bias`` or, for a layer without one, the ``bn`` normalizing it.
+    Compensation folds the constant part of its refit there; neither: no constant."""
+
+    bias: Path | None = None
+    bn: BatchNormRef | None = None
+
+
+@dataclass(frozen=True)
 class BatchNormRef:
     """A BatchNorm over the units: y = scale * (x - mean) / sqrt(var + eps) + bias. All [C]."""
 
@@ -73,7 +83,7 @@ class Producer:
 class UnitGroup:
     name: str
     producers: tuple[Producer, ...]
-    consumers: tuple[Slot, ...]
+    consumers: tuple[Consumer, ...]
 
     @property
     def unit_slots(self) -> tuple[Slot, ...]:
@@ -104,11 +114,13 @@ def conv_bn(conv: str, bn: str, bias: bool = True) -> Producer:
     )
 
 
-def rows(name: str) -> Slot:
-    """The input slices of a Dense kernel [in, out]."""
-    return Slot(("params", name, "kernel"), 0)
+def rows(name: str) -> Consumer:
+    """The input slices of a Dense kernel [in, out] (with its bias)."""
+    return Consumer(("params", name, "kernel"), 0, bias=("params", name, "bias"))
 
 
-def conv_in(name: str) -> Slot:
-    """The input-channel slices of a conv kernel [kh, kw, cin, cout]."""
-    return Slot(("params", name, "kernel"), 2)
+def conv_in(name: str, bias: bool = True, bn: str | None = None) -> Consumer:
+    """The input-channel slices of a conv kernel [kh, kw, cin, cout]; its bias, or the flax
+    BatchNorm ``bn`` after a conv without one."""
+    return Consumer(("params", name, "kernel"), 2, bias=("params", name, "bias") if bias else None,
+                    bn=BatchNormRef.flax(bn) if bn else None)

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import yaml
 from absl import logging as absl_logging
@@ -33,12 +34,12 @@ from condensation.metrics_log import MetricsLog
 from condensation.network import Network, build_network, check_shapes, count_flops, count_params
 from condensation.plots import plot_size_vs_metric
 from condensation.provenance import git_commit, machine
-from condensation.reduction import Method, Round, Schedule, Setup, method
+from condensation.reduction import Method, Round, Schedule, Setup, Stages, method
 from condensation.rundir import check_run_dir, clear_run_dir, load_targets
 from condensation.runstate import Checkpoints, RoundState, RunState
 from condensation.saved import load_network, save_network
 from condensation.tasks import Task, make_task
-from condensation.train import TrainState, create_train_state, evaluate, make_optimizer
+from condensation.train import Distill, TrainState, create_train_state, evaluate, make_optimizer
 
 CURVE_COLUMNS = ["round", "threshold", "params", "size_ratio", "metric_before_finetune",
                  "metric_after_finetune", "val_before_finetune", "val_after_finetune", "accepted",
@@ -130,8 +131,9 @@ def open_run(cfg: dict[str, Any], workdir: Path) -> Run:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     validate_config(cfg)
     meth = method(cfg["reduce"]["method"])
-    targets_dir, targets = (load_targets(cfg, meth.own_model_keys) if meth.needs_targets
-                            else (None, ()))
+    sized = cfg["reduce"]["mode"] == "target"  # its own target widths: no condensation run needed
+    targets_dir, targets = (load_targets(cfg, meth.own_model_keys)
+                            if meth.needs_targets and not sized else (None, ()))
     reduce_anew = check_run_dir(workdir, cfg)
     try:  # before the run directory is touched (fresh=true empties it): bad data lose nothing
         task = make_task(cfg["data"], int(cfg["seed"]), workdir)
@@ -145,9 +147,10 @@ def open_run(cfg: dict[str, Any], workdir: Path) -> Run:
     atomic_write_text(workdir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     log = MetricsLog(workdir / "metrics.jsonl",
                      tensorboard=workdir / "tensorboard" if cfg.get("logger") == "tensorboard" else None)
-    setup = Setup(cfg, task.higher_is_better, targets_dir, targets)
-    run = Run(cfg, workdir, task, build_network(cfg["model"], task.output_dim), meth, setup,
-              meth.schedule(setup), Checkpoints(workdir / "checkpoints"), log, commit)
+    net = build_network(cfg["model"], task.output_dim)
+    setup = Setup(cfg, task.higher_is_better, targets_dir, targets, net, task.input_shape)
+    run = Run(cfg, workdir, task, net, meth, setup, meth.schedule(setup),
+              Checkpoints(workdir / "checkpoints"), log, commit)
     resume(run, reduce_anew)
     return run
 
@@ -273,9 +276,10 @@ def reduction_round(run: Run) -> None:
     else:
         red_net, state = run.net.with_widths(st.round_state.widths), run.train_state
     run.train_state = None
+    label = f"tau={rnd.threshold:g}" if rnd.threshold is not None else f"{st.round_state.params:,} params"
     loop = Loop(red_net.module(), tx, run.task, run.seed * 1000 + r + 1, run.batch_size,
-                f"round {r} (tau={rnd.threshold:g})", 1,
-                int(run.cfg["train"].get("checkpoint_every_steps") or 0))
+                f"round {r} ({label})", 1, int(run.cfg["train"].get("checkpoint_every_steps") or 0),
+                *_teacher(run))
     state = fit(state, st, loop, epochs, save=run.save,
                 log=lambda **rec: run.log.log(event="epoch", phase="finetune", round=r, **rec))
     _end_round(run, red_net, state)
@@ -287,7 +291,7 @@ def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Net
     red_net, red_vars = run.method.reduce(
         run.net.with_widths(base_net.widths), base_vars, threshold=rnd.threshold, target=rnd.target,
         activation=run.cfg["model"]["activation"], input_shape=run.task.input_shape,
-        rng=jax.random.PRNGKey(run.seed + 100 + r))
+        rng=jax.random.PRNGKey(run.seed + 100 + r), stages=_stages(run, r))
     before = run.measure(red_net, red_vars)
     st.start_round()
     st.round_state = RoundState(rnd.threshold, list(red_net.widths), count_params(red_vars), before)
@@ -296,6 +300,27 @@ def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Net
                 params=st.round_state.params, **{f"before_{k}": v for k, v in before.items()})
     run.save(state)
     return red_net, state
+
+
+def _teacher(run: Run) -> tuple[Distill | None, Any]:
+    """``reduce.distill``: fine-tune towards the original's outputs with that weight."""
+    rcfg = run.cfg["reduce"]
+    if not rcfg.get("distill"):
+        return None, None
+    _, original_vars, _ = load_network(run.nets / "original")
+    return (Distill(run.net.module(), float(rcfg["distill"]),
+                    float(rcfg.get("distill_temperature") or 4.0)),
+            jax.tree.map(jnp.asarray, original_vars))
+
+
+def _stages(run: Run, r: int) -> Stages:
+    """The configured stages after selection, with ``reduce.calibration`` training inputs
+    (a subset drawn from the seed and the round; default 2048) as their data."""
+    rcfg, x = run.cfg["reduce"], run.task.train[0]
+    n = min(len(x), int(rcfg.get("calibration") or 2048))
+    pick = np.sort(np.random.default_rng([run.seed, 300 + r]).choice(len(x), n, replace=False))
+    return Stages(compensate=rcfg.get("compensate") == "lstsq", repair=rcfg.get("repair") == "bn",
+                  calib=x[pick], augment=run.task.augment)
 
 
 def _end_round(run: Run, red_net: Network, state: TrainState) -> None:
@@ -347,6 +372,15 @@ def finish(run: Run) -> dict[str, Any]:
     return summary
 
 
+def _pipeline(rcfg: dict[str, Any]) -> dict[str, Any]:
+    """The reduction's stages as configured: selection, sizes, compensation, repair, fine-tuning."""
+    return {"select": rcfg["method"], "mode": rcfg["mode"], "target": rcfg.get("target"),
+            "compensate": rcfg.get("compensate") or "none", "repair": rcfg.get("repair") or "none",
+            "calibration": rcfg.get("calibration") or 2048,
+            "finetune_epochs": rcfg["finetune_epochs"], "finetune_lr": rcfg.get("finetune_lr"),
+            "distill": rcfg.get("distill") or 0.0}
+
+
 def _summary(run: Run, wall: float) -> dict[str, Any]:
     task, orig, red = run.task, run.state.original, run.state.reduced
     summary = {
@@ -369,6 +403,7 @@ def _summary(run: Run, wall: float) -> dict[str, Any]:
         "accepted_round": run.state.accepted_round,
         "threshold": red.get("threshold"),
         "rounds": len(run.state.rows),
+        "pipeline": _pipeline(run.cfg["reduce"]),
         "original_epoch": orig.get("epoch"),
         "seed": run.seed,
         "commit": run.commit,  # of the process that finished the run (metrics.jsonl: every one)

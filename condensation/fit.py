@@ -11,14 +11,15 @@ from tqdm.auto import tqdm
 
 from condensation.runstate import Position, RunState
 from condensation.tasks import Task
-from condensation.train import TrainState, train_epoch
+from condensation.train import Distill, TrainState, train_epoch
 
 
 @dataclass(frozen=True)
 class Loop:
     """How to train: the module, optimizer and task, the data order's seed and batch size,
     how often to checkpoint (``checkpoint_every`` epochs, the last one always;
-    ``every_steps`` steps inside an epoch, 0: never) and the progress bar's name."""
+    ``every_steps`` steps inside an epoch, 0: never), the progress bar's name, and an optional
+    teacher to distill from."""
 
     module: nn.Module
     tx: optax.GradientTransformation
@@ -28,6 +29,8 @@ class Loop:
     desc: str
     checkpoint_every: int = 1
     every_steps: int = 0
+    distill: Distill | None = None       # fine-tuning towards a teacher's outputs ...
+    teacher: dict[str, Any] | None = None  # ... with these variables
 
 
 def fit(state: TrainState, run: RunState, loop: Loop, epochs: int, *,
@@ -53,7 +56,8 @@ def fit(state: TrainState, run: RunState, loop: Loop, epochs: int, *,
             state, loop.task.train, module=loop.module, tx=loop.tx, loss=loop.task.loss,
             batch_size=loop.batch_size, seed=loop.seed, epoch=epoch, augment=loop.task.augment,
             desc=loop.desc, start_step=start.step if start else 0,
-            loss_sum=start.loss_sum if start else 0.0, save_every=loop.every_steps, save=save_inside)
+            loss_sum=start.loss_sum if start else 0.0, save_every=loop.every_steps, save=save_inside,
+            distill=loop.distill, teacher=loop.teacher)
         log(epoch=epoch + 1, **metrics, **(after_epoch(epoch, state) if after_epoch else {}))
         run.epoch = epoch + 1
         if run.epoch % loop.checkpoint_every == 0 or run.epoch == epochs:

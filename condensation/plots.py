@@ -43,7 +43,8 @@ def plot_size_vs_metric(run_dir: str | Path, out: str | Path | None = None) -> P
     ax.plot(ratio, before, "o--", color="tab:orange", label="after condensation")
     ax.plot(ratio, after, "o-", color="tab:blue", label="after fine-tuning")
     for r, a, row in zip(ratio, after, rows, strict=True):
-        ax.annotate(f"τ={float(row['threshold']):g}", (r, a), textcoords="offset points",
+        label = f"τ={float(row['threshold']):g}" if row["threshold"] else f"round {row['round']}"
+        ax.annotate(label, (r, a), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
     ax.scatter([1.0], [summary["original_metric"]], marker="*", s=140, color="k", zorder=3,
                label="original")

@@ -1,12 +1,21 @@
 """Reduction methods, keyed by name so that one config line (``reduce=<name>``) switches them.
 
-``condense`` merges the units whose input vectors are aligned at cosine >= a threshold; the
-baselines reduce a network to given widths (``target``, the sizes a condensation run reached),
-so that every method is compared at the same parameter budget:
+A reduction is a pipeline of stages, the same for every method: per unit group in order,
+*select* (which units survive, and which merge into them) and *merge* or drop; *compensate*
+(``reduce.compensate=lstsq``: the consumers refit by least squares on calibration data);
+after all groups, *repair* (``reduce.repair=bn``: BatchNorm statistics re-estimated); then the
+experiment *fine-tunes*. A method is its selection:
+
+``condense`` merges the units whose input vectors are aligned at cosine >= a threshold (or, given
+target widths, lowers the threshold per group until it reaches them); the baselines reduce a
+network to given widths (``target``: the sizes a condensation run reached, or
+``reduce.mode=target``'s), so that every method is compared at the same parameter budget:
 
 - ``magnitude``: structured pruning, keep the units with the largest input-vector L2 norm
   (BatchNorm folded in); drop the rest, no merging;
 - ``random``: keep a random subset of the units;
+- ``importance``: keep the units of largest output energy x outgoing squared norm on the
+  calibration data (dead units score 0);
 - ``merge_standard_init``: condensation of a network trained from standard initialization
   (``reduce.gamma``, 0.5), each group merged down to its target size (the threshold is lowered
   per group until it is reached);
@@ -14,7 +23,7 @@ so that every method is compared at the same parameter budget:
   scratch by the experiment loop for the epochs of training plus fine-tuning).
 
 A method is its ``reduce`` — ``(network, variables, *, threshold, target, activation,
-input_shape, rng)`` to a smaller ``(network, variables)`` — and three hooks that the
+input_shape, rng, stages)`` to a smaller ``(network, variables)`` — and three hooks that the
 experiment calls, never flags it reads:
 
 - ``start(setup)``: where the method starts — ``None`` to train its own original, or the trained
@@ -32,9 +41,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from condensation.calibrate import consumer_inputs
+from condensation.compensate import importance, refit_consumers, repair_batchnorm
 from condensation.condense import (
     assign_groups,
+    check_spec,
+    check_threshold,
     drop_units,
     group_size,
     input_vectors,
@@ -42,11 +56,12 @@ from condensation.condense import (
     merge_group,
     num_groups,
 )
+from condensation.coupling import UnitGroup
 from condensation.network import (
     Network,
     abstract_variables,
     check_shapes,
-    reduce_network,
+    count_params,
     widths_of,
 )
 from condensation.saved import load_network
@@ -73,6 +88,8 @@ class Setup:
     higher_is_better: bool
     targets_dir: Path | None = None
     targets: tuple[Target, ...] = ()
+    net: Network | None = None               # the original network (its widths)
+    input_shape: tuple[int, ...] | None = None
 
     def optim(self, **overrides) -> OptimConfig:
         fields = OptimConfig.__dataclass_fields__
@@ -91,7 +108,7 @@ class Start:
 
 @dataclass(frozen=True)
 class Round:
-    threshold: float
+    threshold: float | None           # None: reduce to ``target`` (no cosine threshold)
     target: tuple[int, ...] | None = None
 
 
@@ -107,11 +124,19 @@ class Schedule:
 # ---- hooks ------------------------------------------------------------------------------------
 
 def train_own(setup: Setup) -> Start | None:
-    return None
+    """Train the original, unless ``reduce.original`` names a saved network to start from."""
+    folder = setup.cfg["reduce"].get("original")
+    if folder is None:
+        return None
+    _, variables, meta = load_network(folder)
+    return Start(variables, meta.get("metrics", {}).get("epoch"), str(folder))
 
 
-def original_of_targets(setup: Setup) -> Start:
-    """The condensation run's trained original (so a baseline reduces the very same network)."""
+def original_of_targets(setup: Setup) -> Start | None:
+    """The condensation run's trained original (so a baseline reduces the very same network);
+    without one (``reduce.mode=target``), as :func:`train_own`."""
+    if setup.targets_dir is None:
+        return train_own(setup)
     _, variables, meta = load_network(setup.targets_dir / "networks" / "original")
     return Start(variables, meta.get("metrics", {}).get("epoch"), str(setup.targets_dir))
 
@@ -121,6 +146,8 @@ def threshold_schedule(setup: Setup) -> Schedule:
     tau_next = 1 - (1 - tau) x factor down to ``min_threshold``, accepted while the validation
     metric stays within the tolerance of the original's."""
     rcfg = setup.cfg["reduce"]
+    if rcfg["mode"] == "target":
+        return fraction_schedule(setup)
     if rcfg["mode"] == "manual":
         ts = [float(t) for t in rcfg["thresholds"]]
         return Schedule(lambda r: Round(ts[r]) if r < len(ts) else None)
@@ -148,9 +175,45 @@ def tolerance(auto: dict[str, Any], higher_is_better: bool) -> Callable[[float, 
 
 
 def target_schedule(setup: Setup) -> Schedule:
-    """The condensation run's accepted rounds, one per round, each accepted."""
+    """The condensation run's accepted rounds, one per round, each accepted
+    (``reduce.mode=target``: :func:`fraction_schedule`)."""
+    if setup.cfg["reduce"]["mode"] == "target":
+        return fraction_schedule(setup)
     ts = setup.targets
     return Schedule(lambda r: Round(ts[r].threshold, ts[r].widths) if r < len(ts) else None)
+
+
+def fraction_schedule(setup: Setup) -> Schedule:
+    """``reduce.mode=target``: ``reduce.target_rounds`` rounds down to ``reduce.target`` of the
+    original's parameters, by equal factors (round r keeps target^((r+1)/R)), each accepted;
+    every group scaled by the same factor (:func:`uniform_widths`)."""
+    rcfg = setup.cfg["reduce"]
+    target, rounds = float(rcfg["target"]), int(rcfg.get("target_rounds") or 1)
+
+    def next_round(r: int) -> Round | None:
+        if r >= rounds:
+            return None
+        return Round(None, uniform_widths(setup.net, target ** ((r + 1) / rounds), setup.input_shape))
+
+    return Schedule(next_round)
+
+
+def uniform_widths(net: Network, fraction: float, input_shape) -> tuple[int, ...]:
+    """The widths, every one scaled by the same factor, whose network has at most ``fraction``
+    of ``net``'s parameters (the largest such factor, by bisection)."""
+    full = count_params(abstract_variables(net, input_shape))
+
+    def widths(q: float) -> tuple[int, ...]:
+        return tuple(max(1, int(round(q * w))) for w in net.widths)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if count_params(abstract_variables(net.with_widths(widths(mid)), input_shape)) <= fraction * full:
+            lo = mid
+        else:
+            hi = mid
+    return widths(lo)
 
 
 def finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
@@ -193,36 +256,123 @@ def _checked(net: Network, variables: Variables, input_shape) -> tuple[Network, 
     return new, variables
 
 
-def _condense(net, variables, *, threshold, activation, input_shape, **_):
-    return reduce_network(net, variables, threshold=threshold, activation=activation,
-                          input_shape=input_shape)
+# ---- the pipeline: select (and merge) per group, compensate per group, repair at the end -------
+
+@dataclass(frozen=True)
+class Stages:
+    """The stages after selection, as configured (``reduce.compensate``, ``reduce.repair``),
+    and their data: calibration inputs [N, ...] (a seeded subset of the training inputs) and
+    the training augmentation (for the BatchNorm statistics)."""
+
+    compensate: bool = False
+    repair: bool = False
+    calib: np.ndarray | None = None
+    augment: Callable | None = None
+
+    def __post_init__(self):
+        if (self.compensate or self.repair) and self.calib is None:
+            raise ValueError("compensation and repair need calibration data (Stages.calib)")
 
 
-def _drop(score: Callable[[int, jax.Array], jax.Array]):
+# choose(i, group, variables, inputs) -> None (the group stays) or (survivors [k], reduced variables)
+Chooser = Callable[[int, UnitGroup, Variables, Any], "tuple[np.ndarray, Variables] | None"]
+
+
+def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: Stages,
+                  input_shape, needs_data: bool = False) -> tuple[Network, Variables]:
+    """Reduce every group of ``net`` in order with ``choose``; after each group, refit its
+    consumers (compensation) on the calibration data as the network was just before that
+    group's reduction; at the end re-estimate the BatchNorm statistics (repair)."""
+    for i, group in enumerate(net.spec()):
+        inputs = None
+        if stages.compensate or needs_data:
+            if stages.calib is None:
+                raise ValueError("this selection needs calibration data (Stages.calib)")
+            current = net.with_widths(widths_of(net, variables)).module()
+            inputs = consumer_inputs(current, variables, stages.calib, group.consumers)
+        chosen = choose(i, group, variables, inputs)
+        if chosen is None:
+            continue
+        keep, reduced = chosen
+        if stages.compensate:
+            reduced = refit_consumers(variables, reduced, group, inputs, keep)
+        variables = reduced
+    new_net, variables = _checked(net, variables, input_shape)
+    if stages.repair:
+        variables = repair_batchnorm(new_net.module(), variables, stages.calib, stages.augment)
+    return new_net, jax.tree.map(jnp.asarray, variables)
+
+
+def _merge(variables: Variables, group: UnitGroup, assignment, activation: str):
+    """Merge by ``assignment`` (unit -> its representative): survivors and the merged network."""
+    k = num_groups(assignment)
+    if k == group_size(variables, group):
+        return None
+    keep = np.nonzero(np.asarray(assignment) == np.arange(len(assignment)))[0]
+    return keep, merge_group(variables, assignment, group=group, n_groups=k,
+                             homogeneous=is_homogeneous(activation, group))
+
+
+def _condense(net, variables, *, threshold, target, activation, input_shape, stages=Stages(), **_):
+    """Condensation: merge at cosine >= ``threshold``; with ``target`` widths, each group down
+    to its target size (the threshold lowered per group until reached)."""
+    if target is not None:
+        return _condense_to(net, variables, target=target, activation=activation,
+                            input_shape=input_shape, stages=stages)
+    threshold = check_threshold(threshold)
+    check_spec(variables, net.spec())
+
+    def choose(i, group, variables, inputs):
+        return _merge(variables, group, assign_groups(input_vectors(variables, group), threshold),
+                      activation)
+
+    return reduce_groups(net, variables, choose, stages, input_shape)
+
+
+def _condense_to(net, variables, *, target, activation, input_shape, stages=Stages(), **_):
+    sizes = target_sizes(net, target, input_shape)
+
+    def choose(i, group, variables, inputs):
+        if sizes[group.name] >= group_size(variables, group):
+            return None
+        _, assignment = threshold_for(input_vectors(variables, group), sizes[group.name])
+        return _merge(variables, group, assignment, activation)
+
+    return reduce_groups(net, variables, choose, stages, input_shape)
+
+
+def _drop(score: Callable[[int, UnitGroup, Variables, Any], Any], needs_data: bool = False):
     """A pruning method: in each group keep the ``target`` units of highest ``score``."""
 
-    def reduce(net, variables, *, target, input_shape, **_):
+    def reduce(net, variables, *, target, input_shape, stages=Stages(), **_):
         sizes = target_sizes(net, target, input_shape)
-        for i, group in enumerate(net.spec()):
+
+        def choose(i, group, variables, inputs):
             n, k = group_size(variables, group), sizes[group.name]
             if k > n:
                 raise ValueError(f"group {group.name} has {n} units, cannot grow to {k}")
-            if k < n:
-                s = score(i, input_vectors(variables, group))
-                keep = jnp.sort(jnp.argsort(-s)[:k])  # keep the survivors' order
-                variables = drop_units(variables, group, keep)
-        return _checked(net, variables, input_shape)
+            if k == n:
+                return None
+            s = jnp.asarray(score(i, group, variables, inputs))
+            keep = np.sort(np.asarray(jnp.argsort(-s)[:k]))  # keep the survivors' order
+            return keep, drop_units(variables, group, keep)
+
+        return reduce_groups(net, variables, choose, stages, input_shape, needs_data)
 
     return reduce
 
 
 def _magnitude(net, variables, **kw):
-    return _drop(lambda i, v: jnp.linalg.norm(v, axis=1))(net, variables, **kw)
+    return _drop(lambda i, g, v, _: jnp.linalg.norm(input_vectors(v, g), axis=1))(net, variables, **kw)
 
 
 def _random(net, variables, *, rng, **kw):
-    return _drop(lambda i, v: jax.random.uniform(jax.random.fold_in(rng, i), (v.shape[0],)))(
-        net, variables, **kw)
+    return _drop(lambda i, g, v, _: jax.random.uniform(jax.random.fold_in(rng, i),
+                                                        (group_size(v, g),)))(net, variables, **kw)
+
+
+def _importance(net, variables, **kw):
+    return _drop(lambda i, g, v, inputs: importance(v, g, inputs), needs_data=True)(net, variables, **kw)
 
 
 def threshold_for(vectors: jax.Array, k: int, iters: int = 30) -> tuple[float, jax.Array]:
@@ -240,18 +390,6 @@ def threshold_for(vectors: jax.Array, k: int, iters: int = 30) -> tuple[float, j
     return lo, best
 
 
-def _condense_to(net, variables, *, target, activation, input_shape, **_):
-    sizes = target_sizes(net, target, input_shape)
-    for group in net.spec():
-        n, k = group_size(variables, group), sizes[group.name]
-        if k < n:
-            _, assignment = threshold_for(input_vectors(variables, group), k)
-            variables = merge_group(variables, assignment, group=group,
-                                    n_groups=num_groups(assignment),
-                                    homogeneous=is_homogeneous(activation, group))
-    return _checked(net, variables, input_shape)
-
-
 def _scratch(net, variables, *, target, input_shape, rng, **_):
     small = net.with_widths(target)
     fresh = small.module().init(rng, jnp.zeros((1, *input_shape), jnp.float32))
@@ -263,6 +401,7 @@ REDUCERS: dict[str, Method] = {
     "condense": Method(_condense),
     "magnitude": Method(_magnitude, start=original_of_targets, **_BASELINE),
     "random": Method(_random, start=original_of_targets, **_BASELINE),
+    "importance": Method(_importance, start=original_of_targets, **_BASELINE),
     "merge_standard_init": Method(_condense_to, own_model_keys=("gamma",), **_BASELINE),
     "scratch": Method(_scratch, start=original_of_targets, budget=scratch_budget, **_BASELINE),
 }

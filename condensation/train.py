@@ -103,15 +103,40 @@ def loss_fn(name: str, out: jax.Array, y: jax.Array) -> jax.Array:
     raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
 
 
-@functools.partial(jax.jit, static_argnames=("module", "tx", "loss", "augment"), donate_argnums=0)
+@dataclass(frozen=True)
+class Distill:
+    """Distillation from a teacher: the loss is (1 - weight) x the task's loss + weight x the
+    student's distance to the teacher's outputs (classification: KL divergence of the softened
+    distributions at ``temperature``, times its square; regression: the task's loss against
+    the teacher's outputs). The teacher sees the same (augmented) batch, in evaluation mode."""
+
+    module: nn.Module
+    weight: float
+    temperature: float = 4.0
+
+
+def distill_loss(loss: str, out: jax.Array, teacher: jax.Array, temperature: float) -> jax.Array:
+    """Per-sample distance [N] of the student's outputs to the teacher's."""
+    if loss == "cross_entropy":
+        t = jax.nn.log_softmax(teacher / temperature)
+        s = jax.nn.log_softmax(out / temperature)
+        return jnp.sum(jnp.exp(t) * (t - s), axis=-1) * temperature**2
+    return loss_fn(loss, out, teacher)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "tx", "loss", "augment", "distill"),
+                   donate_argnums=0)
 def train_step(state: TrainState, batch: Batch, *, module: nn.Module,
                tx: optax.GradientTransformation, loss: str,
-               augment: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+               augment: Callable | None = None, distill: Distill | None = None,
+               teacher: dict[str, Any] | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One step; with ``distill``, towards the outputs of ``teacher`` (its variables) too."""
     x, y = batch
     rng, aug_rng = jax.random.split(state.rng)
     if augment is not None:
         x = augment(aug_rng, x)
     has_bn = bool(state.batch_stats)
+    target = None if distill is None else jax.lax.stop_gradient(distill.module.apply(teacher, x))
 
     def objective(params):
         v = {"params": params, **({"batch_stats": state.batch_stats} if has_bn else {})}
@@ -119,7 +144,11 @@ def train_step(state: TrainState, batch: Batch, *, module: nn.Module,
             out, updates = module.apply(v, x, train=True, mutable=["batch_stats"])
         else:
             out, updates = module.apply(v, x, train=True), {}
-        return loss_fn(loss, out, y).mean(), updates
+        value = loss_fn(loss, out, y).mean()
+        if distill is not None:
+            d = distill_loss(loss, out, target, distill.temperature).mean()
+            value = (1.0 - distill.weight) * value + distill.weight * d
+        return value, updates
 
     (value, updates), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     upd, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -163,6 +192,7 @@ def train_epoch(state: TrainState, data: tuple[np.ndarray, np.ndarray], *, modul
                 epoch: int, augment: Callable | None = None, desc: str = "train",
                 start_step: int = 0, loss_sum: float = 0.0, save_every: int = 0,
                 save: Callable[[TrainState, int, float], None] | None = None,
+                distill: Distill | None = None, teacher: dict[str, Any] | None = None,
                 ) -> tuple[TrainState, dict[str, float]]:
     """One epoch over ``data`` in the order ``epoch_order(n, seed, epoch)``.
 
@@ -181,6 +211,7 @@ def train_epoch(state: TrainState, data: tuple[np.ndarray, np.ndarray], *, modul
     order = epoch_order(n, seed, epoch)
     steps = n // bs
     state = jax.device_put(state, replicated)
+    teacher = None if teacher is None else jax.device_put(teacher, replicated)
     total, last = loss_sum, None
     # a bar per epoch only where an epoch is long enough to watch; callers show epochs
     bar = tqdm(range(start_step, steps), desc=f"{desc} epoch {epoch}", leave=False,
@@ -188,7 +219,8 @@ def train_epoch(state: TrainState, data: tuple[np.ndarray, np.ndarray], *, modul
     for i in bar:
         idx = order[i * bs:(i + 1) * bs]
         batch = jax.device_put((x[idx], y[idx]), batch_sharding)
-        state, m = train_step(state, batch, module=module, tx=tx, loss=loss, augment=augment)
+        state, m = train_step(state, batch, module=module, tx=tx, loss=loss, augment=augment,
+                              distill=distill, teacher=teacher)
         total += m["loss"] if i % 50 else float(m["loss"])  # an occasional sync bounds the queue
         last = m
         if save is not None and save_every > 0 and (i + 1) % save_every == 0 and i + 1 < steps:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from condensation import coupling
 from condensation.activations import activation as get_activation
 from condensation.archs.base import Architecture, check_widths, image_input, register, scaled_normal
-from condensation.coupling import Producer, Slot, UnitGroup
+from condensation.coupling import Producer, UnitGroup
 
 # torchvision's inverted residual setting: (expansion t, channels c, repeats n, stride s)
 TORCHVISION_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -247,10 +247,10 @@ def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = Fa
     blocks = blocks_of(stages)
     if blocks[0].expand:
         stem_group = UnitGroup("stem", (_conv_bn("stem_conv", "stem_bn"),),
-                               (coupling.conv_in("b0_expand"),))
+                               (coupling.conv_in("b0_expand", False, "b0_expand_bn"),))
     else:
         stem_group = UnitGroup("stem", (_conv_bn("stem_conv", "stem_bn"), _conv_bn("b0_dw", "b0_dw_bn")),
-                               (coupling.conv_in("b0_project"),))
+                               (coupling.conv_in("b0_project", False, "b0_project_bn"),))
     groups = [stem_group]
     for b in blocks:
         if b.expand:
@@ -258,20 +258,21 @@ def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = Fa
             groups.append(UnitGroup(
                 p + "hidden",
                 (_conv_bn(p + "expand", p + "expand_bn"), _conv_bn(p + "dw", p + "dw_bn")),
-                (coupling.conv_in(p + "project"),),
+                (coupling.conv_in(p + "project", False, p + "project_bn"),),
             ))
     groups.append(UnitGroup("head", (_conv_bn("head_conv", "head_bn"),),
-                            (Slot(("params", "classifier", "kernel"), 0),)))
+                            (coupling.rows("classifier"),)))
     if tie_stream:
         for k in range(len(stages)):
             members = [b for b in blocks if b.stage == k]
             nxt = next((b for b in blocks if b.stage == k + 1), None)
-            readers = [f"b{b.index}_expand" for b in members[1:]]
-            readers.append(f"b{nxt.index}_expand" if nxt is not None else "head_conv")
+            readers = [(f"b{b.index}_expand", f"b{b.index}_expand_bn") for b in members[1:]]
+            readers.append((f"b{nxt.index}_expand", f"b{nxt.index}_expand_bn") if nxt is not None
+                           else ("head_conv", "head_bn"))
             groups.append(UnitGroup(
                 f"stage{k}_stream",
                 tuple(_conv_bn(f"b{b.index}_project", f"b{b.index}_project_bn") for b in members),
-                tuple(coupling.conv_in(r) for r in readers),
+                tuple(coupling.conv_in(conv, False, bn) for conv, bn in readers),
             ))
     return tuple(groups)
 

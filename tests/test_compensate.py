@@ -1,0 +1,139 @@
+"""The data-aware stages (condensation.compensate): least-squares compensation, importance,
+BatchNorm repair; and every method through every stage on the tiny configs."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_TOY, compose_config
+
+from condensation.calibrate import consumer_inputs
+from condensation.compensate import importance, refit_consumers, repair_batchnorm
+from condensation.condense import drop_units, merge_group
+from condensation.experiment import train_and_reduce
+from condensation.network import Network
+from condensation.reduction import Stages, method, uniform_widths
+from condensation.train import distill_loss
+
+MLP = Network("mlp", (6, 5), {"out_dim": 2, "activation": "relu", "gamma": 0.5})
+CNN = Network("cnn", (4, 6, 5), {"n_conv": 2, "num_classes": 3, "activation": "relu", "gamma": 0.5})
+
+
+def init(net, shape, seed=0):
+    v = net.module().init(jax.random.key(seed), jnp.ones((1, *shape)))
+    return jax.tree.map(np.array, v)
+
+
+def outputs(net, variables, x):
+    return np.asarray(net.module().apply(variables, jnp.asarray(x)))
+
+
+def mlp_with_a_scaled_copy():
+    """Hidden unit 5 of layer 0 is 2 x unit 1 (ReLU): its activation is 2 a_1."""
+    v = init(MLP, (3,))
+    d0 = v["params"]["Dense_0"]
+    d0["kernel"][:, 5] = 2 * d0["kernel"][:, 1]
+    d0["bias"][5] = 2 * d0["bias"][1]
+    return v
+
+
+def test_compensation_is_exact_when_a_removed_unit_is_a_combination_of_the_survivors():
+    v = mlp_with_a_scaled_copy()
+    x = np.random.default_rng(0).normal(size=(512, 3)).astype(np.float32)
+    group = MLP.spec()[0]
+    inputs = consumer_inputs(MLP.module(), v, x, group.consumers)
+    keep = np.arange(5)
+    dropped = drop_units(v, group, keep)
+    small = MLP.with_widths((5, 5))
+    assert np.abs(outputs(small, dropped, x) - outputs(MLP, v, x)).max() > 1e-2  # dropping alone loses it
+    fixed = refit_consumers(v, dropped, group, inputs, keep)
+    np.testing.assert_allclose(outputs(small, fixed, x), outputs(MLP, v, x), atol=2e-3)
+    # the refit row of unit 1 took unit 5's share: w_1 + 2 w_5
+    want = v["params"]["Dense_1"]["kernel"][1] + 2 * v["params"]["Dense_1"]["kernel"][5]
+    np.testing.assert_allclose(fixed["params"]["Dense_1"]["kernel"][1], want, atol=2e-3)
+
+
+def test_compensation_reproduces_the_papers_sum_for_identical_units():
+    v = init(MLP, (3,))
+    d0 = v["params"]["Dense_0"]
+    d0["kernel"][:, 5], d0["bias"][5] = d0["kernel"][:, 2], d0["bias"][2]  # unit 5 == unit 2
+    group = MLP.spec()[0]
+    x = np.random.default_rng(1).normal(size=(512, 3)).astype(np.float32)
+    inputs = consumer_inputs(MLP.module(), v, x, group.consumers)
+    assignment = jnp.asarray([0, 1, 2, 3, 4, 2])
+    merged = merge_group(v, assignment, group=group, n_groups=5)
+    refit = refit_consumers(v, merged, group, inputs, np.arange(5))
+    np.testing.assert_allclose(refit["params"]["Dense_1"]["kernel"],
+                               merged["params"]["Dense_1"]["kernel"], atol=2e-3)
+
+
+def test_conv_consumers_are_refit_through_their_patches():
+    """A duplicated conv channel (kernel, bias and BatchNorm) dropped: the 3x3 consumer conv
+    refit on patches gives the network's outputs back."""
+    v = init(CNN, (8, 8, 3))
+    p, s = v["params"], v["batch_stats"]
+    p["Conv_0"]["kernel"][..., 3] = p["Conv_0"]["kernel"][..., 1]
+    p["Conv_0"]["bias"][3] = p["Conv_0"]["bias"][1]
+    for name, coll in (("scale", p), ("bias", p), ("mean", s), ("var", s)):
+        coll["BatchNorm_0"][name][3] = coll["BatchNorm_0"][name][1]
+    group = CNN.spec()[0]
+    x = np.random.default_rng(2).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    inputs = consumer_inputs(CNN.module(), v, x, group.consumers)
+    keep = np.arange(3)
+    fixed = refit_consumers(v, drop_units(v, group, keep), group, inputs, keep)
+    np.testing.assert_allclose(outputs(CNN.with_widths((3, 6, 5)), fixed, x), outputs(CNN, v, x),
+                               atol=2e-3)
+
+
+def test_importance_is_zero_for_a_dead_unit():
+    v = init(MLP, (3,))
+    v["params"]["Dense_0"]["bias"][4] = -100.0  # ReLU never fires
+    group = MLP.spec()[0]
+    x = np.random.default_rng(3).normal(size=(256, 3)).astype(np.float32)
+    score = importance(v, group, consumer_inputs(MLP.module(), v, x, group.consumers))
+    assert score[4] == 0 and (np.delete(score, 4) > 0).all()
+
+
+def test_batchnorm_repair_reproduces_the_datas_statistics():
+    v = init(CNN, (8, 8, 3))
+    v["batch_stats"] = jax.tree.map(lambda a: a + 7.0, v["batch_stats"])  # stale statistics
+    x = np.random.default_rng(4).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    repaired = repair_batchnorm(CNN.module(), v, x, batch_size=64)
+    k, b = v["params"]["Conv_0"]["kernel"], v["params"]["Conv_0"]["bias"]
+    z = np.asarray(jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))) + b
+    stats = repaired["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_allclose(stats["mean"], z.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["var"], z.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["condense", "magnitude", "random", "importance"])
+def test_every_selection_runs_with_compensation_and_repair(name):
+    v = init(CNN, (8, 8, 3))
+    x = np.random.default_rng(5).normal(size=(128, 8, 8, 3)).astype(np.float32)
+    target = uniform_widths(CNN, 0.5, (8, 8, 3))
+    stages = Stages(compensate=True, repair=True, calib=x)
+    small, new = method(name).reduce(CNN, v, threshold=None, target=target, activation="relu",
+                                     input_shape=(8, 8, 3), rng=jax.random.key(0), stages=stages)
+    assert all(w <= t for w, t in zip(small.widths, target, strict=True))
+    assert np.isfinite(outputs(small, new, x)).all()
+
+
+@pytest.mark.parametrize("name", ["condense", "importance"])
+def test_target_mode_with_every_stage_end_to_end(name, tmp_path):
+    cfg = compose_config([*TINY_TOY, f"reduce={name}", "reduce.mode=target", "reduce.target=0.4",
+                          "reduce.target_rounds=2", "reduce.compensate=lstsq", "reduce.repair=bn",
+                          "reduce.calibration=64", "reduce.distill=0.5"])
+    summary = train_and_reduce(cfg, tmp_path / "run")
+    assert summary["size_ratio"] <= 0.4 and summary["rounds"] == 2
+    assert summary["pipeline"] == {"select": name, "mode": "target", "target": 0.4,
+                                   "compensate": "lstsq", "repair": "bn", "calibration": 64,
+                                   "finetune_epochs": 2, "finetune_lr": None, "distill": 0.5}
+
+
+def test_distillation_loss_is_zero_at_the_teacher_and_pulls_towards_it():
+    logits = jax.random.normal(jax.random.key(0), (8, 10))
+    assert np.allclose(distill_loss("cross_entropy", logits, logits, 4.0), 0, atol=1e-6)
+    assert (distill_loss("cross_entropy", logits, -logits, 4.0) > 0).all()
+    assert np.allclose(distill_loss("l1", logits, logits + 1, 1.0), 1.0)
