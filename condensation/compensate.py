@@ -46,6 +46,44 @@ def importance(variables: Variables, group: UnitGroup, inputs: Inputs) -> np.nda
     return energy * out
 
 
+def constant_units(inputs: Inputs, group: UnitGroup, rel_tol: float = 1e-6) -> np.ndarray:
+    """[n] bool: the units whose activation does not vary on the calibration data (a dead ReLU
+    unit, a saturated one): std <= rel_tol x the group's largest std."""
+    x, _ = inputs[module_path(group.consumers[0])]
+    a = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+    std = a.std(axis=0)
+    return std <= rel_tol * max(float(std.max()), 1e-30)
+
+
+def fold_constants(variables: Variables, group: UnitGroup, inputs: Inputs,
+                   constant: np.ndarray) -> Variables:
+    """``variables`` with each constant unit's contribution (its activation times its outgoing
+    weights, summed over a conv's taps) added to its consumers' bias, or taken from the mean of
+    the BatchNorm after them. The units themselves are still there (drop them next); exact for
+    dense and 1x1 consumers, up to the image border for larger kernels (zero padding)."""
+    x, _ = inputs[module_path(group.consumers[0])]
+    mean = np.asarray(x, np.float64).reshape(-1, x.shape[-1]).mean(axis=0) * constant
+    updates = {}
+    for c in group.consumers:
+        kernel = np.moveaxis(np.asarray(get(variables, c.path), np.float64), c.axis, -2)
+        delta = mean @ kernel.reshape(-1, *kernel.shape[-2:]).sum(axis=0)  # [out]
+        if c.bias is not None:
+            updates[c.bias] = jnp.asarray(get(variables, c.bias) + delta, get(variables, c.bias).dtype)
+        elif c.bn is not None:
+            updates[c.bn.mean] = jnp.asarray(get(variables, c.bn.mean) - delta,
+                                             get(variables, c.bn.mean).dtype)
+    return set_paths(variables, updates)
+
+
+def activation_vectors(inputs: Inputs, group: UnitGroup, rows: int = 4096) -> np.ndarray:
+    """[n, rows]: each unit's activations on (up to ``rows``, evenly spaced) calibration
+    positions: the functional similarity's vectors."""
+    x, _ = inputs[module_path(group.consumers[0])]
+    a = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+    pick = np.linspace(0, len(a) - 1, min(rows, len(a))).astype(int)
+    return a[pick].T
+
+
 def _features(x: jax.Array, reader: Reader, kernel_shape) -> jax.Array:
     """[M, F]: what the kernel multiplies, one row per output position (patches for a conv,
     ordered as the kernel's [kh, kw, cin] rows)."""

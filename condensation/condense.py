@@ -48,7 +48,7 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
-def _producer_vectors(variables: Variables, p: Producer) -> jax.Array:
+def producer_vectors(variables: Variables, p: Producer) -> jax.Array:
     """[n, d]: the units' flattened kernel slices with the bias appended, BatchNorm folded."""
     kernel = jnp.moveaxis(get(variables, p.kernel.path), p.kernel.axis, 0)
     w = kernel.reshape(kernel.shape[0], -1)
@@ -63,7 +63,7 @@ def _producer_vectors(variables: Variables, p: Producer) -> jax.Array:
 
 def input_vectors(variables: Variables, group: UnitGroup) -> jax.Array:
     """[n, d]: concatenation over the group's producers of each unit's input vector."""
-    return jnp.concatenate([_producer_vectors(variables, p) for p in group.producers], axis=1)
+    return jnp.concatenate([producer_vectors(variables, p) for p in group.producers], axis=1)
 
 
 def cosine_similarity(vectors: jax.Array, eps: float = 1e-12) -> jax.Array:

@@ -66,6 +66,8 @@ ToyFunction = _names("ToyFunction", ("sin", "abs", "mix"))  # condensation/tasks
 Mode = _names("Mode", ("manual", "auto", "target"))
 Compensate = _names("Compensate", ("lstsq",))  # null: none
 Repair = _names("Repair", ("bn",))  # null: none
+Similarity = _names("Similarity", ("weights", "parts", "activations"))  # null: weights
+ConstantUnits = _names("ConstantUnits", ("fold",))  # null: keep them
 ToleranceMode = _names("ToleranceMode", ("relative", "absolute"))
 Sizes = _names("Sizes", ("all", "final"))
 
@@ -351,6 +353,9 @@ class Reduce(Section):
     target: float | None = spec(None, allowed="null or a fraction of the parameters in (0, 1)",
                                 check=lambda v: 0 < v < 1)
     target_rounds: int | None = spec(None, allowed="null (1) or an integer >= 1", check=lambda v: v >= 1)
+    # what condensation compares, and whether units constant on the calibration data go first
+    similarity: Similarity | None = spec(None)
+    constant_units: ConstantUnits | None = spec(None)
     # the stages after selection (null: off) and their calibration data
     compensate: Compensate | None = spec(None)
     repair: Repair | None = spec(None)

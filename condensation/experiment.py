@@ -320,7 +320,9 @@ def _stages(run: Run, r: int) -> Stages:
     n = min(len(x), int(rcfg.get("calibration") or 2048))
     pick = np.sort(np.random.default_rng([run.seed, 300 + r]).choice(len(x), n, replace=False))
     return Stages(compensate=rcfg.get("compensate") == "lstsq", repair=rcfg.get("repair") == "bn",
-                  calib=x[pick], augment=run.task.augment)
+                  calib=x[pick], augment=run.task.augment,
+                  fold_constant=rcfg.get("constant_units") == "fold",
+                  similarity=rcfg.get("similarity") or "weights")
 
 
 def _end_round(run: Run, red_net: Network, state: TrainState) -> None:
@@ -375,6 +377,8 @@ def finish(run: Run) -> dict[str, Any]:
 def _pipeline(rcfg: dict[str, Any]) -> dict[str, Any]:
     """The reduction's stages as configured: selection, sizes, compensation, repair, fine-tuning."""
     return {"select": rcfg["method"], "mode": rcfg["mode"], "target": rcfg.get("target"),
+            "similarity": rcfg.get("similarity") or "weights",
+            "constant_units": rcfg.get("constant_units") or "keep",
             "compensate": rcfg.get("compensate") or "none", "repair": rcfg.get("repair") or "none",
             "calibration": rcfg.get("calibration") or 2048,
             "finetune_epochs": rcfg["finetune_epochs"], "finetune_lr": rcfg.get("finetune_lr"),

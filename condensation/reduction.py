@@ -44,7 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from condensation.calibrate import consumer_inputs
-from condensation.compensate import importance, refit_consumers, repair_batchnorm
+from condensation.compensate import (
+    activation_vectors,
+    constant_units,
+    fold_constants,
+    importance,
+    refit_consumers,
+    repair_batchnorm,
+)
 from condensation.condense import (
     assign_groups,
     check_spec,
@@ -55,6 +62,7 @@ from condensation.condense import (
     is_homogeneous,
     merge_group,
     num_groups,
+    producer_vectors,
 )
 from condensation.coupling import UnitGroup
 from condensation.network import (
@@ -268,10 +276,35 @@ class Stages:
     repair: bool = False
     calib: np.ndarray | None = None
     augment: Callable | None = None
+    fold_constant: bool = False       # remove units constant on the calibration data first
+    similarity: str = "weights"       # condense: weights | parts | activations
 
     def __post_init__(self):
-        if (self.compensate or self.repair) and self.calib is None:
-            raise ValueError("compensation and repair need calibration data (Stages.calib)")
+        if (self.compensate or self.repair or self.fold_constant) and self.calib is None:
+            raise ValueError("compensation, repair and folding need calibration data (Stages.calib)")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity {self.similarity!r}; allowed: {', '.join(SIMILARITIES)}")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.compensate or self.fold_constant or self.similarity == "activations"
+
+
+SIMILARITIES = ("weights", "parts", "activations")
+
+
+def unit_vectors(variables: Variables, group: UnitGroup, inputs, similarity: str) -> jax.Array:
+    """[n, d]: what condensation compares. ``weights``: the input vectors (the paper);
+    ``parts``: the same with each producer's part scaled to unit norm per unit (so that, in
+    MobileNetV2, the expansion kernel counts as much as the depthwise filter);
+    ``activations``: the units' activations on the calibration data."""
+    if similarity == "activations":
+        return jnp.asarray(activation_vectors(inputs, group))
+    if similarity == "parts":
+        parts = [producer_vectors(variables, p) for p in group.producers]
+        return jnp.concatenate([v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-30)
+                                for v in parts], axis=1)
+    return input_vectors(variables, group)
 
 
 # choose(i, group, variables, inputs) -> None (the group stays) or (survivors [k], reduced variables)
@@ -285,22 +318,39 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
     group's reduction; at the end re-estimate the BatchNorm statistics (repair)."""
     for i, group in enumerate(net.spec()):
         inputs = None
-        if stages.compensate or needs_data:
+        if stages.needs_data or needs_data:
             if stages.calib is None:
                 raise ValueError("this selection needs calibration data (Stages.calib)")
             current = net.with_widths(widths_of(net, variables)).module()
             inputs = consumer_inputs(current, variables, stages.calib, group.consumers)
-        chosen = choose(i, group, variables, inputs)
-        if chosen is None:
+        before, kept, view = variables, np.arange(group_size(variables, group)), inputs
+        if stages.fold_constant:
+            variables, kept, view = _fold(variables, group, inputs)
+        chosen = choose(i, group, variables, view)
+        if chosen is None and len(kept) == group_size(before, group):
             continue
-        keep, reduced = chosen
+        keep, reduced = chosen if chosen is not None else (np.arange(len(kept)), variables)
         if stages.compensate:
-            reduced = refit_consumers(variables, reduced, group, inputs, keep)
+            reduced = refit_consumers(before, reduced, group, inputs, kept[keep])
         variables = reduced
     new_net, variables = _checked(net, variables, input_shape)
     if stages.repair:
         variables = repair_batchnorm(new_net.module(), variables, stages.calib, stages.augment)
     return new_net, jax.tree.map(jnp.asarray, variables)
+
+
+def _fold(variables: Variables, group: UnitGroup, inputs):
+    """Remove the group's constant units (their contribution folded into the consumers):
+    the variables, the indices of the units left, and the calibration inputs restricted to them."""
+    constant = constant_units(inputs, group)
+    if constant.all():  # keep one unit: a layer needs a width
+        constant[0] = False
+    kept = np.nonzero(~constant)[0]
+    if len(kept) == len(constant):
+        return variables, kept, inputs
+    variables = drop_units(fold_constants(variables, group, inputs, constant), group, kept)
+    view = {p: (x[..., kept], reader) for p, (x, reader) in inputs.items()}
+    return variables, kept, view
 
 
 def _merge(variables: Variables, group: UnitGroup, assignment, activation: str):
@@ -323,8 +373,8 @@ def _condense(net, variables, *, threshold, target, activation, input_shape, sta
     check_spec(variables, net.spec())
 
     def choose(i, group, variables, inputs):
-        return _merge(variables, group, assign_groups(input_vectors(variables, group), threshold),
-                      activation)
+        vectors = unit_vectors(variables, group, inputs, stages.similarity)
+        return _merge(variables, group, assign_groups(vectors, threshold), activation)
 
     return reduce_groups(net, variables, choose, stages, input_shape)
 
@@ -335,7 +385,8 @@ def _condense_to(net, variables, *, target, activation, input_shape, stages=Stag
     def choose(i, group, variables, inputs):
         if sizes[group.name] >= group_size(variables, group):
             return None
-        _, assignment = threshold_for(input_vectors(variables, group), sizes[group.name])
+        vectors = unit_vectors(variables, group, inputs, stages.similarity)
+        _, assignment = threshold_for(vectors, sizes[group.name])
         return _merge(variables, group, assignment, activation)
 
     return reduce_groups(net, variables, choose, stages, input_shape)
@@ -349,9 +400,7 @@ def _drop(score: Callable[[int, UnitGroup, Variables, Any], Any], needs_data: bo
 
         def choose(i, group, variables, inputs):
             n, k = group_size(variables, group), sizes[group.name]
-            if k > n:
-                raise ValueError(f"group {group.name} has {n} units, cannot grow to {k}")
-            if k == n:
+            if k >= n:  # already there (folding constant units may have gone further)
                 return None
             s = jnp.asarray(score(i, group, variables, inputs))
             keep = np.sort(np.asarray(jnp.argsort(-s)[:k]))  # keep the survivors' order

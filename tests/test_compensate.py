@@ -108,12 +108,42 @@ def test_batchnorm_repair_reproduces_the_datas_statistics():
     np.testing.assert_allclose(stats["var"], z.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
 
 
+def test_constant_units_are_folded_exactly():
+    """A dead unit and a unit stuck at a constant: removing them, their contribution moved to
+    the consumer's bias, changes nothing."""
+    v = init(MLP, (3,))
+    d0 = v["params"]["Dense_0"]
+    d0["kernel"][:, 4], d0["bias"][4] = 0.0, -1.0   # ReLU(-1) = 0 for every input: dead
+    d0["kernel"][:, 5], d0["bias"][5] = 0.0, 0.7    # ReLU(0.7) = 0.7 for every input
+    x = np.random.default_rng(6).normal(size=(256, 3)).astype(np.float32)
+    small, new = method("condense").reduce(MLP, v, threshold=1.0, target=None, activation="relu",
+                                           input_shape=(3,), rng=jax.random.key(0),
+                                           stages=Stages(calib=x, fold_constant=True))
+    assert small.widths == (4, 5)
+    np.testing.assert_allclose(outputs(small, new, x), outputs(MLP, v, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("similarity", ["parts", "activations"])
+def test_condensation_by_other_similarities(similarity):
+    """Two identical units merge under every similarity (and the merge is exact)."""
+    v = init(MLP, (3,))
+    d0 = v["params"]["Dense_0"]
+    d0["kernel"][:, 5], d0["bias"][5] = d0["kernel"][:, 2], d0["bias"][2]
+    x = np.random.default_rng(7).normal(size=(256, 3)).astype(np.float32)
+    small, new = method("condense").reduce(MLP, v, threshold=0.99999, target=None, activation="relu",
+                                           input_shape=(3,), rng=jax.random.key(0),
+                                           stages=Stages(calib=x, similarity=similarity))
+    assert small.widths[0] == 5
+    np.testing.assert_allclose(outputs(small, new, x), outputs(MLP, v, x), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["condense", "magnitude", "random", "importance"])
 def test_every_selection_runs_with_compensation_and_repair(name):
     v = init(CNN, (8, 8, 3))
     x = np.random.default_rng(5).normal(size=(128, 8, 8, 3)).astype(np.float32)
     target = uniform_widths(CNN, 0.5, (8, 8, 3))
-    stages = Stages(compensate=True, repair=True, calib=x)
+    stages = Stages(compensate=True, repair=True, calib=x, fold_constant=True,
+                    similarity="parts" if name == "condense" else "weights")
     small, new = method(name).reduce(CNN, v, threshold=None, target=target, activation="relu",
                                      input_shape=(8, 8, 3), rng=jax.random.key(0), stages=stages)
     assert all(w <= t for w, t in zip(small.widths, target, strict=True))
@@ -128,6 +158,7 @@ def test_target_mode_with_every_stage_end_to_end(name, tmp_path):
     summary = train_and_reduce(cfg, tmp_path / "run")
     assert summary["size_ratio"] <= 0.4 and summary["rounds"] == 2
     assert summary["pipeline"] == {"select": name, "mode": "target", "target": 0.4,
+                                   "similarity": "weights", "constant_units": "keep",
                                    "compensate": "lstsq", "repair": "bn", "calibration": 64,
                                    "finetune_epochs": 2, "finetune_lr": None, "distill": 0.5}
 
