@@ -7,8 +7,14 @@ empty directory Hydra made for it is removed.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
+
+if __name__ == "__main__":  # before JAX is loaded: a faster malloc, when installed (README)
+    from condensation.provenance import preload_fast_malloc
+
+    preload_fast_malloc(["-m", "experiments.run", *sys.argv[1:]])
+
+import hashlib
 import time
 from pathlib import Path
 

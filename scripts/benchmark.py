@@ -73,7 +73,7 @@ from condensation.network import (
     input_shape_of,
     reduce_network,
 )
-from condensation.provenance import TCMALLOC, allocator, git_commit, machine
+from condensation.provenance import MIMALLOC, TCMALLOC, allocator, fast_malloc, git_commit, machine
 from condensation.saved import load_network
 from condensation.tasks.cifar10 import make_augment
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch, train_step
@@ -413,11 +413,15 @@ def malloc_child(steps: int) -> dict[str, Any]:
 
 
 def malloc(args, budget: Budget) -> dict[str, Any]:
-    if not args.tcmalloc.is_file():
-        return {"skipped": f"no tcmalloc at {args.tcmalloc} (apt install libtcmalloc-minimal4, or "
-                           "--tcmalloc PATH)"}
+    """The training loop under the system malloc and under every faster one installed (the
+    command line preloads the first of them: ``default``), taking turns, in child processes."""
+    libs = {name: path for name, path in (("tcmalloc", args.tcmalloc), ("mimalloc", MIMALLOC))
+            if path.is_file()}
+    if not libs:
+        return {"skipped": f"neither tcmalloc ({args.tcmalloc}: apt install libtcmalloc-minimal4) "
+                           f"nor mimalloc ({MIMALLOC}: pip install cmeel-mimalloc) is installed"}
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    envs = {"system": env, "tcmalloc": {**env, "LD_PRELOAD": str(args.tcmalloc)}}
+    envs = {"system": env, **{name: {**env, "LD_PRELOAD": str(p)} for name, p in libs.items()}}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child", str(budget.malloc_steps)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
     for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
@@ -429,11 +433,14 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
                       for k in ("steps_per_s", "minor_faults_per_step", "system_cpu_share")},
                    "runs_steps_per_s": [sig(r["steps_per_s"]) for r in rs]} for name, rs in runs.items()}
     hashes = {r["params_sha256"] for rs in runs.values() for r in rs}
+    default = fast_malloc()
     return {"setting": f"MobileNetV2 training loop (train_epoch, batch {TRAIN['mobilenetv2'][0]}, crop + "
                        f"flip on device), {budget.malloc_steps} timed steps per child process after "
                        "an epoch that compiles; the allocators' processes take turns",
-            "tcmalloc": str(args.tcmalloc), "allocators": rows,
-            "speedup": sig(rows["tcmalloc"]["steps_per_s"] / rows["system"]["steps_per_s"]),
+            "libraries": {name: str(p) for name, p in libs.items()}, "allocators": rows,
+            "speedup": {name: sig(rows[name]["steps_per_s"] / rows["system"]["steps_per_s"])
+                        for name in libs},
+            "default": next((n for n, p in libs.items() if p == default), "system"),
             "params_identical": len(hashes) == 1}
 
 
@@ -514,16 +521,18 @@ def malloc_md(d: dict[str, Any]) -> list[str]:
     lines += table(["malloc", "steps/s", "minor page faults / step", "system CPU share"],
                    [[name, f"{r['steps_per_s']:.2f}", f"{r['minor_faults_per_step']:,.0f}",
                      f"{r['system_cpu_share']:.0%}"] for name, r in d["allocators"].items()])
-    return lines + [f"tcmalloc ({d['tcmalloc']}) is {d['speedup']:.3g}x as fast; the trained parameters "
-                    f"are {'bit-identical' if d['params_identical'] else 'NOT identical'} in every "
-                    "process.", ""]
+    fast = "; ".join(f"{name} ({d['libraries'][name]}) is {x:.3g}x as fast"
+                     for name, x in d["speedup"].items())
+    return lines + [f"{fast}; `python -m experiments.run` preloads {d['default']} here. The trained "
+                    f"parameters are {'bit-identical' if d['params_identical'] else 'NOT identical'} "
+                    "in every process.", ""]
 
 
 MARKDOWN = {"inference": inference_md, "cantera": cantera_md, "condense": condense_md,
             "training": training_md, "malloc": malloc_md}
 TITLES = {"inference": "Inference: original against reduced", "condense": "One condensation pass",
           "cantera": "Combustion: surrogate against Cantera", "training": "Training throughput",
-          "malloc": "Training loop: system malloc against tcmalloc"}
+          "malloc": "Training loop: system malloc against tcmalloc and mimalloc"}
 
 
 def render(out: Path) -> str:

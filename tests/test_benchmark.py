@@ -134,11 +134,13 @@ def check_training(d: dict) -> None:
 
 def check_malloc(d: dict) -> None:
     if "skipped" in d:
-        assert "tcmalloc" in d["skipped"]
+        assert "tcmalloc" in d["skipped"] and "mimalloc" in d["skipped"]
         return
-    assert {k: r["allocator"] for k, r in d["allocators"].items()} == {"system": "system",
-                                                                          "tcmalloc": "tcmalloc"}
-    assert all(r["steps_per_s"] > 0 for r in d["allocators"].values()) and d["speedup"] > 0
+    assert {k: r["allocator"] for k, r in d["allocators"].items()} == {
+        "system": "system", **{name: name for name in d["libraries"]}}
+    assert all(r["steps_per_s"] > 0 for r in d["allocators"].values())
+    assert set(d["speedup"]) == set(d["libraries"]) and all(x > 0 for x in d["speedup"].values())
+    assert d["default"] in d["libraries"]
     assert d["params_identical"] is True  # the allocator must not change what is trained
 
 
@@ -146,16 +148,17 @@ def test_malloc_child_trains_and_reports(benchmark, monkeypatch):
     monkeypatch.setattr(benchmark, "fresh_mobilenetv2", lambda: tiny_mobilenet(default_widths(TINY_STAGES)))
     monkeypatch.setitem(benchmark.TRAIN, "mobilenetv2", (4, *benchmark.TRAIN["mobilenetv2"][1:]))
     a, b = benchmark.malloc_child(3), benchmark.malloc_child(3)
-    assert a["allocator"] in ("system", "tcmalloc") and a["steps_per_s"] > 0
+    assert a["allocator"] in ("system", "tcmalloc", "mimalloc") and a["steps_per_s"] > 0
     assert a["minor_faults_per_step"] >= 0 and 0 <= a["system_cpu_share"] <= 1
     assert a["params_sha256"] == b["params_sha256"]  # same seed, same training
 
 
-def test_malloc_without_tcmalloc_is_skipped_with_the_reason(benchmark, tmp_path):
+def test_malloc_without_a_faster_malloc_is_skipped_with_the_reason(benchmark, tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "MIMALLOC", tmp_path / "no-mimalloc.so")
     out = tmp_path / "bench"
     benchmark.main(["--quick", "--out", str(out), "--only", "malloc", "--tcmalloc", str(tmp_path / "no.so")])
     d = json.loads((out / "malloc.json").read_text())
-    assert "no tcmalloc at" in d["skipped"] and "Skipped: no tcmalloc" in (out / "README.md").read_text()
+    assert "neither tcmalloc" in d["skipped"] and "Skipped: neither" in (out / "README.md").read_text()
 
 
 def test_inference_and_cantera_on_small_surrogates(benchmark, tmp_path):

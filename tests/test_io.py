@@ -273,3 +273,27 @@ def test_machine_names_the_cpu_generation_and_package_versions(tmp_path, monkeyp
     assert "(AMD EPYC, cpu family 26, model 2)" in m
     assert f"jax {jax.__version__}" in m and f"flax {importlib.metadata.version('flax')}" in m
     assert "optax " in m and "jaxlib " in m
+
+
+def test_the_command_line_preloads_a_faster_malloc_once(monkeypatch, tmp_path):
+    """Started again (execve) with the first faster malloc installed, unless one is preloaded
+    already or CONDENSATION_MALLOC=system; without any installed, not at all."""
+    lib = tmp_path / "libfast.so"
+    lib.write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(cprov.os, "execve", lambda exe, argv, env: calls.append((argv, env)))
+    monkeypatch.setattr(cprov, "FAST_MALLOCS", (tmp_path / "missing.so", lib))
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("CONDENSATION_MALLOC", raising=False)
+    cprov.preload_fast_malloc(["-m", "experiments.run", "+exp=toy"])
+    assert len(calls) == 1 and calls[0][0][1:] == ["-m", "experiments.run", "+exp=toy"]
+    assert calls[0][1]["LD_PRELOAD"] == str(lib)
+    monkeypatch.setenv("LD_PRELOAD", str(lib))
+    cprov.preload_fast_malloc(["-m", "experiments.run"])
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.setenv("CONDENSATION_MALLOC", "system")
+    cprov.preload_fast_malloc(["-m", "experiments.run"])
+    monkeypatch.delenv("CONDENSATION_MALLOC")
+    monkeypatch.setattr(cprov, "FAST_MALLOCS", (tmp_path / "missing.so",))
+    cprov.preload_fast_malloc(["-m", "experiments.run"])
+    assert len(calls) == 1
