@@ -10,8 +10,9 @@ compared alternate, so that a change of machine load hits them alike.
     python scripts/benchmark.py --only inference cantera
 
 ``--combustion DIR`` (default results/combustion/surrogate) and ``--mobilenet DIR`` (default
-results/cifar10/networks) are folders with ``original/`` and ``reduced/`` saved networks; a pair
-that is not there is skipped, with the reason in the json. Writes to ``--out`` (default
+results/cifar10/networks) are folders with ``original/`` and ``reduced/`` saved networks
+(``--combustion-reduced DIR``: the reduced surrogate from elsewhere); a pair that is not there
+is skipped, with the reason in the json. Writes to ``--out`` (default
 results/benchmarks) one json per section, each with command, commit, machine, date, wall time:
 
 - inference.json: seconds per sample of the jit-compiled forward pass of each pair at batch 1,
@@ -153,20 +154,26 @@ def rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def missing(folder: Path) -> str | None:
+def pair_dirs(folder: Path, reduced: Path | None = None) -> dict[str, Path]:
+    """The original's and the reduced network's folders: ``folder/original`` and
+    ``folder/reduced``, or ``reduced`` when given (a reduction published apart)."""
+    return {"original": folder / "original", "reduced": reduced or folder / "reduced"}
+
+
+def missing(folder: Path, reduced: Path | None = None) -> str | None:
     """Why ``folder`` holds no original/reduced pair, or None when it does."""
-    for which in PAIR:
-        if not (folder / which / "network.json").is_file():
-            return f"{rel(folder / which)} is not there (not published yet, or give its folder)"
+    for path in pair_dirs(folder, reduced).values():
+        if not (path / "network.json").is_file():
+            return f"{rel(path)} is not there (not published yet, or give its folder)"
     return None
 
 
-def load_pair(folder: Path) -> dict[str, Any]:
+def load_pair(folder: Path, reduced: Path | None = None) -> dict[str, Any]:
     """{'original': (net, variables), 'reduced': (net, variables)}, or {'skipped': why}."""
-    why = missing(folder)
+    why = missing(folder, reduced)
     if why:
         return {"skipped": why}
-    return {which: load_network(folder / which)[:2] for which in PAIR}
+    return {which: load_network(path)[:2] for which, path in pair_dirs(folder, reduced).items()}
 
 
 def describe(net: Network, variables) -> dict[str, Any]:
@@ -209,8 +216,9 @@ def redundant_mlp(dim=22, fraction=0.4, noise=1e-3, seed=0) -> tuple[Network, An
 
 def inference(args, budget: Budget) -> dict[str, Any]:
     out = {}
-    for name, folder in (("combustion_fcn", args.combustion), ("mobilenetv2", args.mobilenet)):
-        pair = load_pair(folder)
+    for name, folder, reduced in (("combustion_fcn", args.combustion, args.combustion_reduced),
+                                  ("mobilenetv2", args.mobilenet, None)):
+        pair = load_pair(folder, reduced)
         out[name] = pair if "skipped" in pair else {"folder": rel(folder), **inference_pair(pair, budget)}
     return out
 
@@ -255,11 +263,13 @@ def cantera_steps(mech: str, T, P, Y, dt: float) -> np.ndarray:
 
 
 def cantera(args, budget: Budget) -> dict[str, Any]:
-    why = missing(args.combustion)
+    why = missing(args.combustion, args.combustion_reduced)
     if why:
         return {"skipped": why}
-    s = {which: load_surrogate(args.combustion / which) for which in PAIR}
-    return {"folder": rel(args.combustion), "mechanism": s["reduced"].mechanism_name, "dt": s["reduced"].dt,
+    dirs = pair_dirs(args.combustion, args.combustion_reduced)
+    s = {which: load_surrogate(path) for which, path in dirs.items()}
+    return {"folder": rel(args.combustion), "reduced_folder": rel(dirs["reduced"]),
+            "mechanism": s["reduced"].mechanism_name, "dt": s["reduced"].dt,
             "one_step": one_step(s, budget), "trajectory": trajectory(s, budget)}
 
 
@@ -309,7 +319,7 @@ def trajectory(s: dict[str, Surrogate], budget: Budget, T0=1200.0, P=ONE_ATM, ph
 def condense(args, budget: Budget) -> dict[str, Any]:
     cases = {"mlp_paper_redundant": (*redundant_mlp(), 0.95,
                                      "synthetic: hidden neurons are noisy copies of 40 % as many prototypes")}
-    pair = load_pair(args.combustion)
+    pair = load_pair(args.combustion, args.combustion_reduced)
     if "skipped" not in pair:
         cases["combustion_fcn"] = (*pair["original"], 0.95, f"{rel(args.combustion)}/original, the "
                                    "published run's first round threshold")
@@ -352,7 +362,8 @@ def train_fn(net: Network, variables) -> tuple[Callable[[], jax.Array], int, flo
 
 def training(args, budget: Budget) -> dict[str, Any]:
     models, notes = {}, {}
-    combustion, mobilenet = load_pair(args.combustion), load_pair(args.mobilenet)
+    combustion = load_pair(args.combustion, args.combustion_reduced)
+    mobilenet = load_pair(args.mobilenet)
     for name, pair in (("combustion_fcn", combustion), ("mobilenetv2", mobilenet)):
         if "skipped" in pair:
             notes[name] = pair["skipped"]
@@ -557,6 +568,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "results/benchmarks")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--combustion", type=Path, default=ROOT / "results/combustion/surrogate")
+    ap.add_argument("--combustion-reduced", type=Path, default=None,
+                    help="the reduced combustion surrogate's folder, when not <--combustion>/reduced")
     ap.add_argument("--mobilenet", type=Path, default=ROOT / "results/cifar10/networks")
     ap.add_argument("--tcmalloc", type=Path, default=TCMALLOC, help=f"the library (default {TCMALLOC})")
     ap.add_argument("--malloc-child", type=int, metavar="STEPS", help=argparse.SUPPRESS)

@@ -49,7 +49,6 @@ from condensation.results import (
     CURVE_FIELDS,
     DEFAULT_IGNORE,
     METHODS,
-    UNSET,
     NoRunsError,
     format_value,
     load_runs,
@@ -118,7 +117,9 @@ def check_configs(records: list[dict[str, Any]]) -> None:
     ignored = (*DEFAULT_IGNORE, *IGNORE, "reduce.method")
     keys = sorted(k for k in {k for c in configs for k in c}
                   if not any(k == i or k.startswith(f"{i}.") for i in ignored)
-                  and len({format_value(c.get(k, UNSET)) for c in configs}) > 1)
+                  # a key missing from an older run is one added since with a null default
+                  # that keeps the old behaviour (config.reduce_outcome): the same as null
+                  and len({format_value(c.get(k)) for c in configs}) > 1)
     if keys:
         raise NoRunsError(f"the comparison's runs differ in more than the method and seed: "
                           f"{keys}; give each comparison its own --root and --out")

@@ -6,7 +6,8 @@
 Copies summary.json, curve.csv, size_vs_metric.png, config.yaml, metrics.jsonl and every other
 figure (*.png) of the run, the exported surrogates (surrogate/) when present, with
 ``--networks`` the original and reduced networks (networks/{original,reduced}: network.json +
-variables.npz, evaluable with ``python -m experiments.evaluate checkpoint=DEST/networks/...``),
+variables.npz, evaluable with ``python -m experiments.evaluate checkpoint=DEST/networks/...``;
+``--original-at DIR`` leaves the original out when it is published there already),
 and writes RUN.md: the command, seed, commit, wall time and machine. Files larger than
 --max-mb are refused (networks are published only when small).
 """
@@ -30,6 +31,9 @@ def main() -> int:
     ap.add_argument("--max-mb", type=float, default=40.0)
     ap.add_argument("--networks", action="store_true",
                     help="also publish networks/original and networks/reduced")
+    ap.add_argument("--original-at", type=Path, default=None,
+                    help="the original network is published already in this folder (a run that "
+                         "reduced it with reduce.original): leave its copies out, say where it is")
     args = ap.parse_args()
     run, dest = args.run_dir, args.dest
     missing = [f for f in FILES if not (run / f).is_file()]
@@ -42,6 +46,8 @@ def main() -> int:
     if args.networks:
         sources += [run / "networks" / w / f for w in ("original", "reduced")
                     for f in ("network.json", "variables.npz")]
+    if args.original_at is not None:
+        sources = [p for p in sources if "original" not in p.relative_to(run).parts]
     too_big = [p for p in sources if p.stat().st_size > args.max_mb * 2**20]
     if too_big:
         print(f"error: larger than {args.max_mb} MB: {', '.join(map(str, too_big))}", file=sys.stderr)
@@ -60,6 +66,8 @@ def main() -> int:
         f"- wall time: {s['wall_time_s']:.0f} s ({s['wall_time_s'] / 3600:.2f} h), "
         "summed over resumed sessions\n"
         f"- machine: {s['machine']}\n- resolved config: config.yaml; per-epoch log: metrics.jsonl\n"
+        + (f"- the original network: {args.original_at} (not copied here)\n"
+           if args.original_at is not None else "")
     )
     # swap in the new folder whole: a reader never sees half of one and half of another
     old = dest.with_name(f".{dest.name}.old")
