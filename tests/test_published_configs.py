@@ -29,6 +29,8 @@ CASES = [
     # seed 2's condensation run of the comparison, kept for its merge_standard_init baseline
     ("cifar10/comparison/targets/seed2/config.yaml", "cifar10/comparison/RUN.md",
      ["scripts/compare.py", "--seeds"], ["seed=2"]),
+    *[(f"combustion/paper_10/{d}{m}/config.yaml", f"combustion/paper_10/{d}{m}/RUN.md",
+       ["experiments.run"], []) for d in ("", "ft5/") for m in ("importance", "condense")],
 ]
 
 
