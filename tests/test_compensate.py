@@ -150,7 +150,8 @@ def test_every_selection_runs_with_compensation_and_repair(name):
     assert np.isfinite(outputs(small, new, x)).all()
 
 
-@pytest.mark.parametrize("name", ["condense", "importance"])
+@pytest.mark.parametrize("name", ["condense", "importance", "magnitude", "random",
+                                  "merge_standard_init"])
 def test_target_mode_with_every_stage_end_to_end(name, tmp_path):
     cfg = compose_config([*TINY_TOY, f"reduce={name}", "reduce.mode=target", "reduce.target=0.4",
                           "reduce.target_rounds=2", "reduce.compensate=lstsq", "reduce.repair=bn",
