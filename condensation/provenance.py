@@ -1,15 +1,11 @@
-"""What a run's numbers depend on besides its config and seed: the code's commit and the machine;
-and the faster malloc that the command line preloads. Imports the standard library only (jax
-when asked for the machine), so that ``experiments/run.py`` can decide about the allocator
-before anything heavy is loaded."""
+"""What a run's numbers depend on besides its config and seed: the code's commit and the machine
+(CPU, package versions, the malloc in use)."""
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import platform
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 
@@ -53,40 +49,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-# tcmalloc where Debian/Ubuntu's libtcmalloc-minimal4 puts it: LD_PRELOAD it to train faster on CPU
-TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
-# mimalloc as the cmeel-mimalloc wheel installs it (a dependency on x86-64 Linux)
-MIMALLOC = Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix" / "lib" / "libmimalloc.so"
-
-
 def allocator() -> str:
     """The malloc this process runs on: a preloaded ``tcmalloc``/``jemalloc``/``mimalloc`` or
-    ``system``. On CPU it sets how fast XLA's temporary buffers come and go (README: Benchmarks)."""
+    ``system``. On CPU it sets how fast XLA's temporary buffers come and go (docs/usage.md, Speed;
+    ``experiments/fastmalloc.py`` preloads one)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "unknown"
     return next((name for name in ("tcmalloc", "jemalloc", "mimalloc") if name in maps), "system")
-
-
-# The allocators the command line preloads, in order of preference (scripts/benchmark.py's
-# malloc section measures them against the system's on MobileNetV2's training loop).
-FAST_MALLOCS = (TCMALLOC, MIMALLOC)
-
-
-def fast_malloc() -> Path | None:
-    """The first of :data:`FAST_MALLOCS` installed here (Linux only), else None."""
-    if sys.platform != "linux":
-        return None
-    return next((p for p in FAST_MALLOCS if p.is_file()), None)
-
-
-def preload_fast_malloc(argv: list[str]) -> None:
-    """Start this command again with a faster malloc preloaded (``os.execv``), when one is
-    installed and nothing is preloaded yet; ``CONDENSATION_MALLOC=system`` keeps the system's.
-    The parameters a run computes are the same under any allocator (benchmark: malloc)."""
-    if os.environ.get("CONDENSATION_MALLOC") == "system" or os.environ.get("LD_PRELOAD"):
-        return
-    lib = fast_malloc()
-    if lib is not None:
-        os.execve(sys.executable, [sys.executable, *argv], {**os.environ, "LD_PRELOAD": str(lib)})

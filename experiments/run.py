@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__":  # before JAX is loaded: a faster malloc, when installed (README)
-    from condensation.provenance import preload_fast_malloc
+    from experiments.fastmalloc import preload_fast_malloc
 
     preload_fast_malloc(["-m", "experiments.run", *sys.argv[1:]])
 

@@ -74,10 +74,11 @@ from condensation.network import (
     input_shape_of,
     reduce_network,
 )
-from condensation.provenance import MIMALLOC, TCMALLOC, allocator, fast_malloc, git_commit, machine
+from condensation.provenance import allocator, git_commit, machine
 from condensation.saved import load_network
 from condensation.tasks.cifar10 import make_augment
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch, train_step
+from experiments.fastmalloc import MIMALLOC, TCMALLOC, fast_malloc
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("inference", "cantera", "condense", "training", "malloc")

@@ -23,6 +23,7 @@ from condensation.files import atomic_write_bytes, atomic_write_text, write_csv,
 from condensation.metrics_log import MetricsLog
 from condensation.network import Network, abstract_variables, count_flops, count_params
 from condensation.saved import flatten, load_network, save_network, unflatten
+from experiments import fastmalloc
 
 
 def assert_trees_equal(a, b):
@@ -253,11 +254,11 @@ def test_count_flops_paper_fcn():
 def test_machine_names_the_allocator():
     expected = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
     assert cprov.machine().endswith(f", malloc: {expected}")
-    if not cprov.TCMALLOC.exists():
-        pytest.skip(f"{cprov.TCMALLOC} is not installed")
+    if not fastmalloc.TCMALLOC.exists():
+        pytest.skip(f"{fastmalloc.TCMALLOC} is not installed")
     code = "from condensation.provenance import allocator; print(allocator())"
     out = subprocess.run([sys.executable, "-c", code],
-                         env={**os.environ, "LD_PRELOAD": str(cprov.TCMALLOC)}, capture_output=True,
+                         env={**os.environ, "LD_PRELOAD": str(fastmalloc.TCMALLOC)}, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "tcmalloc"
 
@@ -281,19 +282,19 @@ def test_the_command_line_preloads_a_faster_malloc_once(monkeypatch, tmp_path):
     lib = tmp_path / "libfast.so"
     lib.write_bytes(b"")
     calls = []
-    monkeypatch.setattr(cprov.os, "execve", lambda exe, argv, env: calls.append((argv, env)))
-    monkeypatch.setattr(cprov, "FAST_MALLOCS", (tmp_path / "missing.so", lib))
+    monkeypatch.setattr(fastmalloc.os, "execve", lambda exe, argv, env: calls.append((argv, env)))
+    monkeypatch.setattr(fastmalloc, "FAST_MALLOCS", (tmp_path / "missing.so", lib))
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("CONDENSATION_MALLOC", raising=False)
-    cprov.preload_fast_malloc(["-m", "experiments.run", "+exp=toy"])
+    fastmalloc.preload_fast_malloc(["-m", "experiments.run", "+exp=toy"])
     assert len(calls) == 1 and calls[0][0][1:] == ["-m", "experiments.run", "+exp=toy"]
     assert calls[0][1]["LD_PRELOAD"] == str(lib)
     monkeypatch.setenv("LD_PRELOAD", str(lib))
-    cprov.preload_fast_malloc(["-m", "experiments.run"])
+    fastmalloc.preload_fast_malloc(["-m", "experiments.run"])
     monkeypatch.delenv("LD_PRELOAD")
     monkeypatch.setenv("CONDENSATION_MALLOC", "system")
-    cprov.preload_fast_malloc(["-m", "experiments.run"])
+    fastmalloc.preload_fast_malloc(["-m", "experiments.run"])
     monkeypatch.delenv("CONDENSATION_MALLOC")
-    monkeypatch.setattr(cprov, "FAST_MALLOCS", (tmp_path / "missing.so",))
-    cprov.preload_fast_malloc(["-m", "experiments.run"])
+    monkeypatch.setattr(fastmalloc, "FAST_MALLOCS", (tmp_path / "missing.so",))
+    fastmalloc.preload_fast_malloc(["-m", "experiments.run"])
     assert len(calls) == 1
