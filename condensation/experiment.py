@@ -34,7 +34,7 @@ from condensation.metrics_log import MetricsLog
 from condensation.network import Network, build_network, check_shapes, count_flops, count_params
 from condensation.plots import plot_size_vs_metric
 from condensation.provenance import git_commit, machine
-from condensation.reduction import Method, Round, Schedule, Setup, Stages, method
+from condensation.reduction import Method, Round, Schedule, Setup, Stages, Start, method
 from condensation.rundir import check_run_dir, clear_run_dir, load_targets
 from condensation.runstate import Checkpoints, RoundState, RunState
 from condensation.saved import load_network, save_network
@@ -115,10 +115,12 @@ class Run:
 def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) one experiment into ``workdir``; returns the summary."""
     run = open_run(cfg, Path(workdir))
+    # a trained original from elsewhere (the method's start hook), loaded once for both phases
+    start = run.method.start(run.setup) if run.state.phase in ("train", "original") else None
     if run.state.phase == "train":
-        train_original(run)
+        train_original(run, start)
     if run.state.phase == "original":
-        record_original(run)
+        record_original(run, start)
     while run.state.phase == "reduce":
         reduction_round(run)
     return finish(run)
@@ -196,10 +198,9 @@ def resume(run: Run, reduce_anew: bool) -> None:
 
 # ---- phase 1: the original -------------------------------------------------------------------
 
-def train_original(run: Run) -> None:
+def train_original(run: Run, start: Start | None) -> None:
     """Train the original network, keeping the epoch the task's selection prefers in
     ``networks/best`` — unless the method starts from another run's trained network."""
-    start = run.method.start(run.setup)
     if start is not None:
         check_shapes(run.net, start.variables, run.task.input_shape)
         run.state.best = {"score": None, "epoch": start.epoch, "from": start.source}
@@ -246,10 +247,9 @@ def _tracked_groups(run: Run, variables) -> dict[str, Any]:
     return {} if t is None else {"groups_at": t, "groups": count_groups(variables, run.net.spec(), t)}
 
 
-def record_original(run: Run) -> None:
+def record_original(run: Run, start: Start | None) -> None:
     """Measure the original (with the task's extra evaluation) and save it; it is also the
     reduced network until a round is accepted."""
-    start = run.method.start(run.setup)
     variables = start.variables if start is not None else load_network(run.nets / "best")[1]
     orig = run.measure(run.net, variables, extra=True)
     orig.update(params=count_params(variables), flops=count_flops(run.net, run.task.input_shape),

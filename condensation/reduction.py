@@ -131,13 +131,15 @@ class Schedule:
 
 # ---- hooks ------------------------------------------------------------------------------------
 
+def _saved(folder: Path, source: Path) -> Start:
+    _, variables, meta = load_network(folder)
+    return Start(variables, meta.get("metrics", {}).get("epoch"), str(source))
+
+
 def train_own(setup: Setup) -> Start | None:
     """Train the original, unless ``reduce.original`` names a saved network to start from."""
     folder = setup.cfg["reduce"].get("original")
-    if folder is None:
-        return None
-    _, variables, meta = load_network(folder)
-    return Start(variables, meta.get("metrics", {}).get("epoch"), str(folder))
+    return None if folder is None else _saved(Path(folder), Path(folder))
 
 
 def original_of_targets(setup: Setup) -> Start | None:
@@ -145,8 +147,7 @@ def original_of_targets(setup: Setup) -> Start | None:
     without one (``reduce.mode=target``), as :func:`train_own`."""
     if setup.targets_dir is None:
         return train_own(setup)
-    _, variables, meta = load_network(setup.targets_dir / "networks" / "original")
-    return Start(variables, meta.get("metrics", {}).get("epoch"), str(setup.targets_dir))
+    return _saved(setup.targets_dir / "networks" / "original", setup.targets_dir)
 
 
 def threshold_schedule(setup: Setup) -> Schedule:
