@@ -98,7 +98,7 @@ def num_groups(assignment: jax.Array) -> int:
     return int(jnp.sum(assignment == jnp.arange(assignment.shape[0])))
 
 
-@functools.partial(jax.jit, static_argnames=("group", "n_groups", "homogeneous"))
+@functools.partial(jax.jit, static_argnames=("group", "n_groups", "homogeneous", "centroid"))
 def merge_group(
     variables: Variables,
     assignment: jax.Array,
@@ -106,6 +106,7 @@ def merge_group(
     group: UnitGroup,
     n_groups: int,
     homogeneous: bool = False,
+    centroid: bool = False,
 ) -> Variables:
     """Merge the units of ``group`` as given by ``assignment`` [n]; widths become ``n_groups``.
 
@@ -113,19 +114,31 @@ def merge_group(
     (``segment_sum``); with ``homogeneous`` (a positively homogeneous activation and a single
     producer) each unit's slice is first scaled by |v_j| / |v_rep|, which makes the merge exact
     for input vectors that are positive multiples of each other.
+
+    With ``centroid`` (model folding's merge) each producer array (kernel, bias, BatchNorm scale,
+    offset and statistics alike) keeps the mean of the group's slices instead of the
+    representative's, and the consumer slices are summed unscaled. With BatchNorm producers the
+    mean of the raw arrays is not the mean of the effective units: repair the statistics after.
     """
     n = assignment.shape[0]
     is_rep = assignment == jnp.arange(n)
     rep_index = jnp.nonzero(is_rep, size=n_groups)[0]
     segment = (jnp.cumsum(is_rep) - 1)[assignment]
     scale = jnp.ones(n)
-    if homogeneous:
+    if homogeneous and not centroid:
         norms = jnp.linalg.norm(input_vectors(variables, group), axis=1)
         scale = norms / jnp.maximum(norms[assignment], 1e-30)
 
     updates: dict[Path, jax.Array] = {}
+    count = jax.ops.segment_sum(jnp.ones(n), segment, num_segments=n_groups)
     for slot in group.unit_slots:
-        updates[slot.path] = jnp.take(get(variables, slot.path), rep_index, axis=slot.axis)
+        x = get(variables, slot.path)
+        if centroid:
+            x = jax.ops.segment_sum(jnp.moveaxis(x, slot.axis, 0), segment, num_segments=n_groups)
+            x = x / count.reshape((n_groups,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+            updates[slot.path] = jnp.moveaxis(x, 0, slot.axis)
+        else:
+            updates[slot.path] = jnp.take(x, rep_index, axis=slot.axis)
     for slot in group.consumers:
         x = jnp.moveaxis(get(variables, slot.path), slot.axis, 0)
         x = x * scale.reshape((n,) + (1,) * (x.ndim - 1)).astype(x.dtype)

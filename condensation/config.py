@@ -36,11 +36,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from condensation.activations import ACTIVATIONS
+from condensation.allocate import ALLOCATIONS
 from condensation.archs import ARCHITECTURES, architecture
 from condensation.archs.mobilenetv2 import TORCHVISION_STAGES
 from condensation.condense import check_threshold
 from condensation.errors import ConfigError, fail
-from condensation.reduction import REDUCERS
+from condensation.reduction import MERGES, REDUCERS
 from condensation.tasks import TASKS
 from condensation.tasks.cifar10 import SOURCES
 from condensation.train import OPTIMIZERS, SCHEDULES
@@ -68,6 +69,8 @@ Compensate = _names("Compensate", ("lstsq",))  # null: none
 Repair = _names("Repair", ("bn",))  # null: none
 Similarity = _names("Similarity", ("weights", "parts", "activations"))  # null: weights
 ConstantUnits = _names("ConstantUnits", ("fold",))  # null: keep them
+Widths = _names("Widths", ALLOCATIONS)  # null: uniform
+Merge = _names("Merge", MERGES)  # null: sum
 ToleranceMode = _names("ToleranceMode", ("relative", "absolute"))
 Sizes = _names("Sizes", ("all", "final"))
 
@@ -353,6 +356,10 @@ class Reduce(Section):
     target: float | None = spec(None, allowed="null or a fraction of the parameters in (0, 1)",
                                 check=lambda v: 0 < v < 1)
     target_rounds: int | None = spec(None, allowed="null (1) or an integer >= 1", check=lambda v: v >= 1)
+    # mode=target: every width scaled alike, or allocated by the original's importance per layer
+    widths: Widths | None = spec(None)
+    # merging selections (condense, fold): the survivor's input vector, or the group's mean
+    merge: Merge | None = spec(None)
     # what condensation compares, and whether units constant on the calibration data go first
     similarity: Similarity | None = spec(None)
     constant_units: ConstantUnits | None = spec(None)
@@ -373,6 +380,9 @@ class Reduce(Section):
     def cross_checks(self) -> None:
         if self.mode == Mode.target and self.target is None:
             fail("reduce.target", None, "a fraction of the parameters in (0, 1) (reduce.mode=target)")
+        if self.widths is not None and self.mode != Mode.target:
+            fail("reduce.widths", self.widths, "null unless reduce.mode=target (it allocates "
+                 "the widths of a target size)")
         if self.mode == Mode.manual and self.thresholds is None:
             fail("reduce.thresholds", None, "a list of cosine thresholds in (0, 1] (reduce.mode=manual)")
         if self.mode == Mode.auto and self.auto is None:

@@ -34,6 +34,7 @@ from condensation.metrics_log import MetricsLog
 from condensation.network import Network, build_network, check_shapes, count_flops, count_params
 from condensation.plots import plot_size_vs_metric
 from condensation.provenance import git_commit, machine
+from condensation.allocate import importance_widths
 from condensation.reduction import Method, Round, Schedule, Setup, Stages, Start, method
 from condensation.rundir import check_run_dir, clear_run_dir, load_targets
 from condensation.runstate import Checkpoints, RoundState, RunState
@@ -288,8 +289,9 @@ def reduction_round(run: Run) -> None:
 def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Network, TrainState]:
     st, r = run.state, run.state.round
     base_net, base_vars, _ = load_network(run.nets / "reduced")
+    target = rnd.target if rnd.fraction is None else _allocated(run, rnd.fraction)
     red_net, red_vars = run.method.reduce(
-        run.net.with_widths(base_net.widths), base_vars, threshold=rnd.threshold, target=rnd.target,
+        run.net.with_widths(base_net.widths), base_vars, threshold=rnd.threshold, target=target,
         activation=run.cfg["model"]["activation"], input_shape=run.task.input_shape,
         rng=jax.random.PRNGKey(run.seed + 100 + r), stages=_stages(run, r))
     before = run.measure(red_net, red_vars)
@@ -300,6 +302,13 @@ def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Net
                 params=st.round_state.params, **{f"before_{k}": v for k, v in before.items()})
     run.save(state)
     return red_net, state
+
+
+def _allocated(run: Run, fraction: float) -> tuple[int, ...]:
+    """``reduce.widths=importance``: widths for ``fraction`` of the parameters, from the
+    original and the first round's calibration inputs (the same for every method and round)."""
+    net, variables, _ = load_network(run.nets / "original")
+    return importance_widths(net, variables, fraction, run.task.input_shape, _stages(run, 0).calib)
 
 
 def _teacher(run: Run) -> tuple[Distill | None, Any]:
@@ -322,7 +331,7 @@ def _stages(run: Run, r: int) -> Stages:
     return Stages(compensate=rcfg.get("compensate") == "lstsq", repair=rcfg.get("repair") == "bn",
                   calib=x[pick], augment=run.task.augment,
                   fold_constant=rcfg.get("constant_units") == "fold",
-                  similarity=rcfg.get("similarity") or "weights")
+                  similarity=rcfg.get("similarity") or "weights", merge=rcfg.get("merge") or "sum")
 
 
 def _end_round(run: Run, red_net: Network, state: TrainState) -> None:
@@ -377,7 +386,8 @@ def finish(run: Run) -> dict[str, Any]:
 def _pipeline(rcfg: dict[str, Any]) -> dict[str, Any]:
     """The reduction's stages as configured: selection, sizes, compensation, repair, fine-tuning."""
     return {"select": rcfg["method"], "mode": rcfg["mode"], "target": rcfg.get("target"),
-            "similarity": rcfg.get("similarity") or "weights",
+            "widths": rcfg.get("widths") or ("uniform" if rcfg["mode"] == "target" else None),
+            "similarity": rcfg.get("similarity") or "weights", "merge": rcfg.get("merge") or "sum",
             "constant_units": rcfg.get("constant_units") or "keep",
             "compensate": rcfg.get("compensate") or "none", "repair": rcfg.get("repair") or "none",
             "calibration": rcfg.get("calibration") or 2048,

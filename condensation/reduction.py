@@ -16,6 +16,8 @@ network to given widths (``target``: the sizes a condensation run reached, or
 - ``random``: keep a random subset of the units;
 - ``importance``: keep the units of largest output energy x outgoing squared norm on the
   calibration data (dead units score 0);
+- ``fold``: model folding's selection (Wang et al., ICLR 2025), k-means of each group's unit
+  vectors into its target size, each cluster merged into its centroid (``reduce.merge``);
 - ``merge_standard_init``: condensation of a network trained from standard initialization
   (``reduce.gamma``, 0.5), each group merged down to its target size (the threshold is lowered
   per group until it is reached);
@@ -43,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from condensation.allocate import uniform_widths
 from condensation.calibrate import consumer_inputs
 from condensation.compensate import (
     activation_vectors,
@@ -118,6 +121,9 @@ class Start:
 class Round:
     threshold: float | None           # None: reduce to ``target`` (no cosine threshold)
     target: tuple[int, ...] | None = None
+    # reduce.widths=importance: the widths are allocated for this fraction of the original's
+    # parameters when the round starts (they need the original's variables and data)
+    fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,34 +201,22 @@ def target_schedule(setup: Setup) -> Schedule:
 def fraction_schedule(setup: Setup) -> Schedule:
     """``reduce.mode=target``: ``reduce.target_rounds`` rounds down to ``reduce.target`` of the
     original's parameters, by equal factors (round r keeps target^((r+1)/R)), each accepted;
-    every group scaled by the same factor (:func:`uniform_widths`)."""
+    ``reduce.widths``: every group scaled by the same factor (``uniform``,
+    :func:`uniform_widths`), or allocated by the original's importance when the round starts
+    (``importance``, :func:`condensation.allocate.importance_widths`)."""
     rcfg = setup.cfg["reduce"]
     target, rounds = float(rcfg["target"]), int(rcfg.get("target_rounds") or 1)
+    uniform = (rcfg.get("widths") or "uniform") == "uniform"
 
     def next_round(r: int) -> Round | None:
         if r >= rounds:
             return None
-        return Round(None, uniform_widths(setup.net, target ** ((r + 1) / rounds), setup.input_shape))
+        fraction = target ** ((r + 1) / rounds)
+        if not uniform:
+            return Round(None, None, fraction)
+        return Round(None, uniform_widths(setup.net, fraction, setup.input_shape))
 
     return Schedule(next_round)
-
-
-def uniform_widths(net: Network, fraction: float, input_shape) -> tuple[int, ...]:
-    """The widths, every one scaled by the same factor, whose network has at most ``fraction``
-    of ``net``'s parameters (the largest such factor, by bisection)."""
-    full = count_params(abstract_variables(net, input_shape))
-
-    def widths(q: float) -> tuple[int, ...]:
-        return tuple(max(1, int(round(q * w))) for w in net.widths)
-
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if count_params(abstract_variables(net.with_widths(widths(mid)), input_shape)) <= fraction * full:
-            lo = mid
-        else:
-            hi = mid
-    return widths(lo)
 
 
 def finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
@@ -278,13 +272,16 @@ class Stages:
     calib: np.ndarray | None = None
     augment: Callable | None = None
     fold_constant: bool = False       # remove units constant on the calibration data first
-    similarity: str = "weights"       # condense: weights | parts | activations
+    similarity: str = "weights"       # condense, fold: weights | parts | activations
+    merge: str = "sum"                # condense, fold: sum (the paper) | centroid (model folding)
 
     def __post_init__(self):
         if (self.compensate or self.repair or self.fold_constant) and self.calib is None:
             raise ValueError("compensation, repair and folding need calibration data (Stages.calib)")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity {self.similarity!r}; allowed: {', '.join(SIMILARITIES)}")
+        if self.merge not in MERGES:
+            raise ValueError(f"merge {self.merge!r}; allowed: {', '.join(MERGES)}")
 
     @property
     def needs_data(self) -> bool:
@@ -292,6 +289,7 @@ class Stages:
 
 
 SIMILARITIES = ("weights", "parts", "activations")
+MERGES = ("sum", "centroid")
 
 
 def unit_vectors(variables: Variables, group: UnitGroup, inputs, similarity: str) -> jax.Array:
@@ -326,7 +324,7 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
             inputs = consumer_inputs(current, variables, stages.calib, group.consumers)
         before, kept, view = variables, np.arange(group_size(variables, group)), inputs
         if stages.fold_constant:
-            variables, kept, view = _fold(variables, group, inputs)
+            variables, kept, view = _fold_constant(variables, group, inputs)
         chosen = choose(i, group, variables, view)
         if chosen is None and len(kept) == group_size(before, group):
             continue
@@ -340,7 +338,7 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
     return new_net, jax.tree.map(jnp.asarray, variables)
 
 
-def _fold(variables: Variables, group: UnitGroup, inputs):
+def _fold_constant(variables: Variables, group: UnitGroup, inputs):
     """Remove the group's constant units (their contribution folded into the consumers):
     the variables, the indices of the units left, and the calibration inputs restricted to them."""
     constant = constant_units(inputs, group)
@@ -354,14 +352,16 @@ def _fold(variables: Variables, group: UnitGroup, inputs):
     return variables, kept, view
 
 
-def _merge(variables: Variables, group: UnitGroup, assignment, activation: str):
-    """Merge by ``assignment`` (unit -> its representative): survivors and the merged network."""
+def _merge(variables: Variables, group: UnitGroup, assignment, activation: str, how: str = "sum"):
+    """Merge by ``assignment`` (unit -> its representative) the ``how`` way (:data:`MERGES`):
+    survivors and the merged network."""
     k = num_groups(assignment)
     if k == group_size(variables, group):
         return None
     keep = np.nonzero(np.asarray(assignment) == np.arange(len(assignment)))[0]
-    return keep, merge_group(variables, assignment, group=group, n_groups=k,
-                             homogeneous=is_homogeneous(activation, group))
+    return keep, merge_group(variables, jnp.asarray(assignment), group=group, n_groups=k,
+                             homogeneous=is_homogeneous(activation, group),
+                             centroid=how == "centroid")
 
 
 def _condense(net, variables, *, threshold, target, activation, input_shape, stages=Stages(), **_):
@@ -375,7 +375,7 @@ def _condense(net, variables, *, threshold, target, activation, input_shape, sta
 
     def choose(i, group, variables, inputs):
         vectors = unit_vectors(variables, group, inputs, stages.similarity)
-        return _merge(variables, group, assign_groups(vectors, threshold), activation)
+        return _merge(variables, group, assign_groups(vectors, threshold), activation, stages.merge)
 
     return reduce_groups(net, variables, choose, stages, input_shape)
 
@@ -388,9 +388,59 @@ def _condense_to(net, variables, *, target, activation, input_shape, stages=Stag
             return None
         vectors = unit_vectors(variables, group, inputs, stages.similarity)
         _, assignment = threshold_for(vectors, sizes[group.name])
-        return _merge(variables, group, assignment, activation)
+        return _merge(variables, group, assignment, activation, stages.merge)
 
     return reduce_groups(net, variables, choose, stages, input_shape)
+
+
+def _fold(net, variables, *, target, activation, input_shape, rng, stages=Stages(), **_):
+    """Model folding's selection (Wang et al., ICLR 2025): each group's unit vectors clustered by
+    k-means into its target size; a cluster merges into its first unit (``reduce.merge``:
+    ``centroid`` in conf/reduce/fold.yaml, as the paper)."""
+    sizes = target_sizes(net, target, input_shape)
+
+    def choose(i, group, variables, inputs):
+        if sizes[group.name] >= group_size(variables, group):
+            return None
+        vectors = np.asarray(unit_vectors(variables, group, inputs, stages.similarity), np.float64)
+        labels = kmeans(vectors, sizes[group.name], np.asarray(jax.random.key_data(jax.random.fold_in(rng, i))))
+        return _merge(variables, group, representatives(labels), activation, stages.merge)
+
+    return reduce_groups(net, variables, choose, stages, input_shape)
+
+
+def kmeans(x: np.ndarray, k: int, seed, iters: int = 100) -> np.ndarray:
+    """[n] cluster labels of the rows of ``x`` by Lloyd's k-means from a k-means++ start; every
+    one of the ``k`` clusters non-empty (an emptied one takes the point farthest from its centre)."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    centres = [x[rng.integers(n)]]
+    d2 = np.sum((x - centres[0]) ** 2, axis=1)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1.0 / n)
+        centres.append(x[rng.choice(n, p=p)])
+        d2 = np.minimum(d2, np.sum((x - centres[-1]) ** 2, axis=1))
+    c, labels = np.stack(centres), None
+    for _ in range(iters):
+        dist = np.sum(x * x, 1)[:, None] - 2 * x @ c.T + np.sum(c * c, 1)[None, :]
+        new = np.argmin(dist, axis=1)
+        for j in np.setdiff1d(np.arange(k), new):  # an empty cluster takes the worst-fit point
+            worst = np.argmax(dist[np.arange(n), new] * (np.bincount(new, minlength=k)[new] > 1))
+            new[worst] = j
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        c = np.stack([x[labels == j].mean(axis=0) for j in range(k)])
+    return labels
+
+
+def representatives(labels: np.ndarray) -> np.ndarray:
+    """Cluster labels [n] -> assignment [n]: each unit's representative, the first unit of its
+    cluster (what :func:`condensation.condense.merge_group` takes)."""
+    first = {}
+    for i, lab in enumerate(np.asarray(labels).tolist()):
+        first.setdefault(lab, i)
+    return np.asarray([first[lab] for lab in np.asarray(labels).tolist()])
 
 
 def _drop(score: Callable[[int, UnitGroup, Variables, Any], Any], needs_data: bool = False):
@@ -452,6 +502,7 @@ REDUCERS: dict[str, Method] = {
     "magnitude": Method(_magnitude, start=original_of_targets, **_BASELINE),
     "random": Method(_random, start=original_of_targets, **_BASELINE),
     "importance": Method(_importance, start=original_of_targets, **_BASELINE),
+    "fold": Method(_fold, start=original_of_targets, **_BASELINE),
     "merge_standard_init": Method(_condense_to, own_model_keys=("gamma",), **_BASELINE),
     "scratch": Method(_scratch, start=original_of_targets, budget=scratch_budget, **_BASELINE),
 }

@@ -137,7 +137,7 @@ def test_condensation_by_other_similarities(similarity):
     np.testing.assert_allclose(outputs(small, new, x), outputs(MLP, v, x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["condense", "magnitude", "random", "importance"])
+@pytest.mark.parametrize("name", ["condense", "magnitude", "random", "importance", "fold"])
 def test_every_selection_runs_with_compensation_and_repair(name):
     v = init(CNN, (8, 8, 3))
     x = np.random.default_rng(5).normal(size=(128, 8, 8, 3)).astype(np.float32)
@@ -151,15 +151,18 @@ def test_every_selection_runs_with_compensation_and_repair(name):
 
 
 @pytest.mark.parametrize("name", ["condense", "importance", "magnitude", "random",
-                                  "merge_standard_init"])
+                                  "merge_standard_init", "fold"])
 def test_target_mode_with_every_stage_end_to_end(name, tmp_path):
+    widths = "importance" if name in ("fold", "condense") else "uniform"
     cfg = compose_config([*TINY_TOY, f"reduce={name}", "reduce.mode=target", "reduce.target=0.4",
                           "reduce.target_rounds=2", "reduce.compensate=lstsq", "reduce.repair=bn",
-                          "reduce.calibration=64", "reduce.distill=0.5"])
+                          "reduce.calibration=64", "reduce.distill=0.5", f"reduce.widths={widths}"])
     summary = train_and_reduce(cfg, tmp_path / "run")
     assert summary["size_ratio"] <= 0.4 and summary["rounds"] == 2
     assert summary["pipeline"] == {"select": name, "mode": "target", "target": 0.4,
-                                   "similarity": "weights", "constant_units": "keep",
+                                   "widths": widths, "similarity": "weights",
+                                   "merge": "centroid" if name == "fold" else "sum",
+                                   "constant_units": "keep",
                                    "compensate": "lstsq", "repair": "bn", "calibration": 64,
                                    "finetune_epochs": 2, "finetune_lr": None, "distill": 0.5}
 

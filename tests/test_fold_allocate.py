@@ -1,0 +1,70 @@
+"""Model folding's selection (k-means, centroid merge) and per-layer widths by importance."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from condensation.allocate import importance_widths, uniform_widths
+from condensation.condense import merge_group
+from condensation.network import Network, abstract_variables, count_params
+from condensation.reduction import kmeans, representatives
+
+MLP = Network("mlp", (8, 8), {"out_dim": 2, "activation": "relu", "gamma": 0.5})
+
+
+def init(net, shape, seed=0):
+    v = net.module().init(jax.random.key(seed), jnp.ones((1, *shape)))
+    return jax.tree.map(np.array, v)
+
+
+def test_kmeans_finds_separated_clusters_and_fills_every_one():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 5)) * 10
+    truth = rng.integers(4, size=60)
+    x = centres[truth] + rng.normal(size=(60, 5)) * 0.01
+    labels = kmeans(x, 4, seed=1)
+    # the same partition as the truth, up to the labels' names
+    assert len({(a, b) for a, b in zip(truth, labels, strict=True)}) == 4
+    # more clusters than distinct points: still k non-empty clusters
+    labels = kmeans(np.repeat(x[:3], 2, axis=0), 5, seed=0)
+    assert sorted(np.bincount(labels, minlength=5)) == [1, 1, 1, 1, 2]
+
+
+def test_representatives_are_the_first_unit_of_each_cluster():
+    np.testing.assert_array_equal(representatives(np.array([2, 0, 2, 1, 0])), [0, 1, 0, 3, 1])
+
+
+def test_centroid_merge_averages_the_producers_and_sums_the_consumers():
+    v = init(MLP, (3,))
+    group = MLP.spec()[0]
+    assignment = jnp.asarray([0, 1, 0, 3, 4, 5, 6, 1])  # units 2 -> 0 and 7 -> 1
+    new = merge_group(v, assignment, group=group, n_groups=6, centroid=True)
+    k0, k1 = v["params"]["Dense_0"]["kernel"], v["params"]["Dense_1"]["kernel"]
+    nk0, nk1 = np.asarray(new["params"]["Dense_0"]["kernel"]), np.asarray(new["params"]["Dense_1"]["kernel"])
+    np.testing.assert_allclose(nk0[:, 0], (k0[:, 0] + k0[:, 2]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(nk0[:, 1], (k0[:, 1] + k0[:, 7]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(nk0[:, 2], k0[:, 3], rtol=1e-6)
+    np.testing.assert_allclose(nk1[0], k1[0] + k1[2], rtol=1e-6)
+    np.testing.assert_allclose(nk1[1], k1[1] + k1[7], rtol=1e-6)
+    # identical units: the centroid merge is the paper's sum, and exact
+    v["params"]["Dense_0"]["kernel"][:, 2] = k0[:, 0]
+    v["params"]["Dense_0"]["bias"][2] = v["params"]["Dense_0"]["bias"][0]
+    a = jnp.asarray([0, 1, 0, 3, 4, 5, 6, 7])
+    merged = merge_group(v, a, group=group, n_groups=7, centroid=True)
+    small = MLP.with_widths((7, 8))
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    np.testing.assert_allclose(small.module().apply(merged, x), MLP.module().apply(v, x), atol=1e-5)
+
+
+def test_importance_widths_shrink_the_layer_whose_units_are_dead():
+    v = init(MLP, (3,))
+    # layer 1: six of eight units dead (zero input weights, negative bias under ReLU)
+    v["params"]["Dense_1"]["kernel"][:, 2:] = 0.0
+    v["params"]["Dense_1"]["bias"][2:] = -1.0
+    x = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
+    fraction = 0.6
+    widths = importance_widths(MLP, v, fraction, (3,), x)
+    full = count_params(abstract_variables(MLP, (3,)))
+    assert count_params(abstract_variables(MLP.with_widths(widths), (3,))) <= fraction * full
+    assert widths[1] == 2 and widths[0] > uniform_widths(MLP, fraction, (3,))[0]
