@@ -227,10 +227,14 @@ def finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
 
 
 def scratch_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
-    """The training schedule, for as many epochs as the condensation run's network of this
-    size had: its training plus the fine-tuning of every round up to this one."""
-    epochs = int(setup.cfg["train"]["epochs"])
-    epochs += (setup.targets[r].round + 1) * int(setup.cfg["reduce"]["finetune_epochs"])
+    """The training schedule, for as many epochs as the reduced network of this size had
+    (``reduce.scratch_budget=total``, the default: the original's training plus the fine-tuning
+    of every round up to this one) or only its fine-tuning (``finetune``)."""
+    rcfg = setup.cfg["reduce"]
+    rounds = r + 1 if rcfg["mode"] == "target" else setup.targets[r].round + 1
+    epochs = rounds * int(rcfg["finetune_epochs"])
+    if (rcfg.get("scratch_budget") or "total") == "total":
+        epochs += int(setup.cfg["train"]["epochs"])
     return epochs, setup.optim()
 
 
