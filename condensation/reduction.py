@@ -21,6 +21,8 @@ network to given widths (``target``: the sizes a condensation run reached, or
 - ``merge_standard_init``: condensation of a network trained from standard initialization
   (``reduce.gamma``, 0.5), each group merged down to its target size (the threshold is lowered
   per group until it is reached);
+- ``none``: no reduction, the yardstick: the original itself fine-tuned as every reduced network
+  is (the same rounds, epochs and distillation);
 - ``scratch``: a network of the target widths, freshly initialized (and then trained from
   scratch by the experiment loop for the epochs of training plus fine-tuning).
 
@@ -500,6 +502,10 @@ def _scratch(net, variables, *, target, input_shape, rng, **_):
     return small, jax.tree.map(jnp.asarray, fresh)
 
 
+def _none(net, variables, **_):
+    return net, variables
+
+
 _BASELINE = {"schedule": target_schedule, "needs_targets": True}
 REDUCERS: dict[str, Method] = {
     "condense": Method(_condense),
@@ -508,6 +514,7 @@ REDUCERS: dict[str, Method] = {
     "importance": Method(_importance, start=original_of_targets, **_BASELINE),
     "fold": Method(_fold, start=original_of_targets, **_BASELINE),
     "merge_standard_init": Method(_condense_to, own_model_keys=("gamma",), **_BASELINE),
+    "none": Method(_none, start=original_of_targets, **_BASELINE),
     "scratch": Method(_scratch, start=original_of_targets, budget=scratch_budget, **_BASELINE),
 }
 

@@ -293,3 +293,14 @@ def test_scratch_budget_in_target_mode():
     assert scratch_budget(Setup(cfg, True), 0)[0] == train + ft
     cfg["reduce"]["scratch_budget"] = "finetune"
     assert scratch_budget(Setup(cfg, True), 1)[0] == 2 * ft
+
+
+def test_none_fine_tunes_the_original_as_the_reduced_networks_are(tmp_path):
+    cfg = compose_config([*TINY_TOY, "reduce=none", "reduce.mode=target", "reduce.target=0.4"])
+    summary = train_and_reduce(cfg, tmp_path / "run")
+    assert summary["size_ratio"] == 1.0 and summary["rounds"] == 1
+    _, variables, _ = load_network(tmp_path / "run" / "networks" / "reduced")
+    _, original, _ = load_network(tmp_path / "run" / "networks" / "original")
+    assert count_params(variables) == count_params(original)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables),
+                                                          jax.tree.leaves(original), strict=True))
