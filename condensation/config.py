@@ -71,7 +71,6 @@ Similarity = _names("Similarity", ("weights", "parts", "activations"))  # null: 
 ConstantUnits = _names("ConstantUnits", ("fold",))  # null: keep them
 Widths = _names("Widths", ALLOCATIONS)  # null: uniform
 Merge = _names("Merge", MERGES)  # null: sum
-ScratchBudget = _names("ScratchBudget", ("total", "finetune"))  # null: total
 ToleranceMode = _names("ToleranceMode", ("relative", "absolute"))
 Sizes = _names("Sizes", ("all", "final"))
 
@@ -361,8 +360,6 @@ class Reduce(Section):
     widths: Widths | None = spec(None)
     # merging selections (condense, fold): the survivor's input vector, or the group's mean
     merge: Merge | None = spec(None)
-    # scratch: the epochs of training plus fine-tuning (total) or of the fine-tuning only
-    scratch_budget: ScratchBudget | None = spec(None)
     # what condensation compares, and whether units constant on the calibration data go first
     similarity: Similarity | None = spec(None)
     constant_units: ConstantUnits | None = spec(None)

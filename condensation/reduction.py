@@ -24,7 +24,8 @@ network to given widths (``target``: the sizes a condensation run reached, or
 - ``none``: no reduction, the yardstick: the original itself fine-tuned as every reduced network
   is (the same rounds, epochs and distillation);
 - ``scratch``: a network of the target widths, freshly initialized (and then trained from
-  scratch by the experiment loop for the epochs of training plus fine-tuning).
+  scratch by the experiment loop for the epochs of training plus fine-tuning);
+- ``scratch_finetune``: the same, trained for the epochs of the fine-tuning only.
 
 A method is its ``reduce`` — ``(network, variables, *, threshold, target, activation,
 input_shape, rng, stages)`` to a smaller ``(network, variables)`` — and three hooks that the
@@ -229,15 +230,20 @@ def finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
 
 
 def scratch_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
-    """The training schedule, for as many epochs as the reduced network of this size had
-    (``reduce.scratch_budget=total``, the default: the original's training plus the fine-tuning
-    of every round up to this one) or only its fine-tuning (``finetune``)."""
+    """The training schedule, for as many epochs as the reduced network of this size had: the
+    original's training plus the fine-tuning of every round up to this one."""
+    return _scratch_epochs(setup, r) + int(setup.cfg["train"]["epochs"]), setup.optim()
+
+
+def scratch_finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
+    """The training schedule, for as many epochs as the reduced network's fine-tuning only."""
+    return _scratch_epochs(setup, r), setup.optim()
+
+
+def _scratch_epochs(setup: Setup, r: int) -> int:
     rcfg = setup.cfg["reduce"]
     rounds = r + 1 if rcfg["mode"] == "target" else setup.targets[r].round + 1
-    epochs = rounds * int(rcfg["finetune_epochs"])
-    if (rcfg.get("scratch_budget") or "total") == "total":
-        epochs += int(setup.cfg["train"]["epochs"])
-    return epochs, setup.optim()
+    return rounds * int(rcfg["finetune_epochs"])
 
 
 @dataclass(frozen=True)
@@ -516,6 +522,8 @@ REDUCERS: dict[str, Method] = {
     "merge_standard_init": Method(_condense_to, own_model_keys=("gamma",), **_BASELINE),
     "none": Method(_none, start=original_of_targets, **_BASELINE),
     "scratch": Method(_scratch, start=original_of_targets, budget=scratch_budget, **_BASELINE),
+    "scratch_finetune": Method(_scratch, start=original_of_targets, budget=scratch_finetune_budget,
+                               **_BASELINE),
 }
 
 

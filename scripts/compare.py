@@ -68,7 +68,7 @@ def command(overrides: list[str], root: Path, seed: int, method: str,
             scratch_sizes: str = "all") -> list[str]:
     extra = ([] if method == "condense" else
              [f"reduce={method}", f"reduce.targets={run_dir(root, seed, 'condense')}"])
-    if method == "scratch" and scratch_sizes != "all":
+    if method.startswith("scratch") and scratch_sizes != "all":
         extra.append(f"reduce.sizes={scratch_sizes}")
     return [sys.executable, "-m", "experiments.run", *overrides, f"seed={seed}", *extra,
             f"hydra.run.dir={run_dir(root, seed, method)}"]
@@ -87,7 +87,8 @@ def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[st
 
 
 # Config keys a baseline may differ in from the condensation run it is compared with.
-IGNORE = ("reduce.targets", "reduce.sizes", "model.gamma")
+# (reduce.merge: fold's own, conf/reduce/fold.yaml.)
+IGNORE = ("reduce.targets", "reduce.sizes", "model.gamma", "reduce.merge")
 
 
 def previous_records(out: Path, found: set[tuple[str, Any]]) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ from condensation.condense import assign_groups, num_groups
 from condensation.errors import ConfigError
 from condensation.experiment import train_and_reduce
 from condensation.network import Network, count_params
-from condensation.reduction import REDUCERS, Setup, method, scratch_budget, threshold_for
+from condensation.reduction import REDUCERS, Setup, method, scratch_budget,
+                                   scratch_finetune_budget, threshold_for
 from condensation.saved import load_network
 
 MLP = Network("mlp", (6, 5), {"out_dim": 2, "activation": "gelu", "gamma": 0.5})
@@ -291,8 +292,7 @@ def test_scratch_budget_in_target_mode():
     cfg = compose_config([*TINY_TOY, "reduce=scratch", "reduce.mode=target", "reduce.target=0.4"])
     ft, train = cfg["reduce"]["finetune_epochs"], cfg["train"]["epochs"]
     assert scratch_budget(Setup(cfg, True), 0)[0] == train + ft
-    cfg["reduce"]["scratch_budget"] = "finetune"
-    assert scratch_budget(Setup(cfg, True), 1)[0] == 2 * ft
+    assert scratch_finetune_budget(Setup(cfg, True), 1)[0] == 2 * ft
 
 
 def test_none_fine_tunes_the_original_as_the_reduced_networks_are(tmp_path):
