@@ -18,6 +18,11 @@ TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 MIMALLOC = Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix" / "lib" / "libmimalloc.so"
 # in order of preference (the faster first, as measured by the benchmark)
 FAST_MALLOCS = (TCMALLOC, MIMALLOC)
+# Options set with a library unless the environment sets them already. mimalloc: never return
+# freed memory to the system (purging made 860 minor page faults per MobileNetV2 training step,
+# 10 % of the CPU time in the kernel) and allow large OS pages; a training process keeps its
+# peak memory, which it needs again at the next step anyway.
+OPTIONS = {MIMALLOC: {"MIMALLOC_PURGE_DELAY": "-1", "MIMALLOC_ALLOW_LARGE_OS_PAGES": "1"}}
 
 
 def fast_malloc() -> Path | None:
@@ -25,6 +30,12 @@ def fast_malloc() -> Path | None:
     if sys.platform != "linux":
         return None
     return next((p for p in FAST_MALLOCS if p.is_file()), None)
+
+
+def preload_env(lib: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) with ``lib`` preloaded and its :data:`OPTIONS`."""
+    environ = dict(os.environ if environ is None else environ)
+    return {**OPTIONS.get(lib, {}), **environ, "LD_PRELOAD": str(lib)}
 
 
 def preload_fast_malloc(argv: list[str]) -> None:
@@ -35,4 +46,4 @@ def preload_fast_malloc(argv: list[str]) -> None:
         return
     lib = fast_malloc()
     if lib is not None:
-        os.execve(sys.executable, [sys.executable, *argv], {**os.environ, "LD_PRELOAD": str(lib)})
+        os.execve(sys.executable, [sys.executable, *argv], preload_env(lib))

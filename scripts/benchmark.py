@@ -78,7 +78,7 @@ from condensation.provenance import allocator, git_commit, machine
 from condensation.saved import load_network
 from condensation.tasks.cifar10 import make_augment
 from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch, train_step
-from experiments.fastmalloc import MIMALLOC, TCMALLOC, fast_malloc
+from experiments.fastmalloc import MIMALLOC, TCMALLOC, fast_malloc, preload_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("inference", "cantera", "condense", "training", "malloc")
@@ -432,8 +432,10 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
     if not libs:
         return {"skipped": f"neither tcmalloc ({args.tcmalloc}: apt install libtcmalloc-minimal4) "
                            f"nor mimalloc ({MIMALLOC}: pip install cmeel-mimalloc) is installed"}
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    envs = {"system": env, **{name: {**env, "LD_PRELOAD": str(p)} for name, p in libs.items()}}
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MIMALLOC_")}
+    envs = {"system": env, **{name: preload_env(p, env) for name, p in libs.items()}}
+    if "mimalloc" in libs:  # what its options (experiments.fastmalloc.OPTIONS) are worth
+        envs["mimalloc, its defaults"] = {**env, "LD_PRELOAD": str(libs["mimalloc"])}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child", str(budget.malloc_steps)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
     for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
@@ -451,7 +453,9 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
                        "an epoch that compiles; the allocators' processes take turns",
             "libraries": {name: str(p) for name, p in libs.items()}, "allocators": rows,
             "speedup": {name: sig(rows[name]["steps_per_s"] / rows["system"]["steps_per_s"])
-                        for name in libs},
+                        for name in envs if name != "system"},
+            "options": {name: {k: v for k, v in e.items() if k.startswith(("MIMALLOC_", "TCMALLOC_"))}
+                        for name, e in envs.items()},
             "default": next((n for n, p in libs.items() if p == default), "system"),
             "params_identical": len(hashes) == 1}
 
@@ -533,8 +537,8 @@ def malloc_md(d: dict[str, Any]) -> list[str]:
     lines += table(["malloc", "steps/s", "minor page faults / step", "system CPU share"],
                    [[name, f"{r['steps_per_s']:.2f}", f"{r['minor_faults_per_step']:,.0f}",
                      f"{r['system_cpu_share']:.0%}"] for name, r in d["allocators"].items()])
-    fast = "; ".join(f"{name} ({d['libraries'][name]}) is {x:.3g}x as fast"
-                     for name, x in d["speedup"].items())
+    fast = "; ".join(f"{name} ({' '.join(f'{k}={v}' for k, v in d.get('options', {}).get(name, {}).items()) or 'no options'}) "
+                     f"is {x:.3g}x as fast" for name, x in d["speedup"].items())
     return lines + [f"{fast}; `python -m experiments.run` preloads {d['default']} here. The trained "
                     f"parameters are {'bit-identical' if d['params_identical'] else 'NOT identical'} "
                     "in every process.", ""]

@@ -298,3 +298,12 @@ def test_the_command_line_preloads_a_faster_malloc_once(monkeypatch, tmp_path):
     monkeypatch.setattr(fastmalloc, "FAST_MALLOCS", (tmp_path / "missing.so",))
     fastmalloc.preload_fast_malloc(["-m", "experiments.run"])
     assert len(calls) == 1
+
+
+def test_a_preloaded_malloc_gets_its_options_unless_the_user_set_them(monkeypatch):
+    lib = fastmalloc.MIMALLOC
+    env = fastmalloc.preload_env(lib, {"PATH": "/bin", "MIMALLOC_PURGE_DELAY": "10"})
+    assert env["LD_PRELOAD"] == str(lib) and env["PATH"] == "/bin"
+    assert env["MIMALLOC_PURGE_DELAY"] == "10"  # the user's value stays
+    assert env["MIMALLOC_ALLOW_LARGE_OS_PAGES"] == "1"
+    assert "MIMALLOC_PURGE_DELAY" not in fastmalloc.preload_env(fastmalloc.TCMALLOC, {})
