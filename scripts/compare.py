@@ -21,6 +21,8 @@ from every finished run under ``--root`` (whatever ``--seeds`` says) and every r
   only, on its own axes;
 - ``curves.csv``: the points behind it, one row per method, round and seed (a method's own
   rounds: scratch with ``--scratch-sizes final`` has one, round 0, at the final size);
+- ``paired.csv`` / ``paired.md``: per method, its metric minus ``--paired-against``'s
+  (condensation by default) seed by seed, before and after fine-tuning, and their mean ± std;
 - ``runs.json``: the command, the machine, and a record of every run: its directory, seed,
   method, wall time (summed over resumes), ``commit`` (of the process that finished it),
   ``commits`` (of every process that worked on it, in order, from its metrics.jsonl, where
@@ -172,7 +174,43 @@ def plot(result: dict[str, Any], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()) -> dict[str, Any]:
+PAIRED = ("reduced_metric_before_finetune", "reduced_metric_after_finetune")
+
+
+def paired(records: list[dict[str, Any]], reference: str = "condense") -> list[dict[str, Any]]:
+    """Per method, its metric minus ``reference``'s in the same seed, before and after
+    fine-tuning: the per-seed differences and their mean and sample std (the seeds both have)."""
+    by = {(r["method"], str(r["seed"])): r["summary"] for r in records}
+    rows = []
+    for method in [m for m in METHODS if m != reference] + sorted(
+            {r["method"] for r in records} - set(METHODS)):
+        seeds = sorted(s for m, s in by if m == method and (reference, s) in by)
+        if not seeds:
+            continue
+        row: dict[str, Any] = {"method": method, "reference": reference, "seeds": " ".join(seeds)}
+        for f in PAIRED:
+            diffs = [by[(method, s)][f] - by[(reference, s)][f] for s in seeds
+                     if by[(method, s)].get(f) is not None and by[(reference, s)].get(f) is not None]
+            row[f"{f}_diff_mean"], row[f"{f}_diff_std"] = mean_std(diffs)
+            row[f"{f}_diffs"] = " ".join(format_value(round(d, 6)) for d in diffs)
+        rows.append(row)
+    return rows
+
+
+def paired_markdown(rows: list[dict[str, Any]]) -> str:
+    head = ["method", "minus", "seeds", *(f"{f}: per seed" for f in PAIRED),
+            *(f"{f}: mean ± std" for f in PAIRED)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        means = [("" if r[f"{f}_diff_mean"] is None else f"{r[f'{f}_diff_mean']:+.4g}")
+                 + ("" if r[f"{f}_diff_std"] is None else f" ± {r[f'{f}_diff_std']:.2g}") for f in PAIRED]
+        lines.append("| " + " | ".join([r["method"], r["reference"], r["seeds"],
+                                        *(r[f"{f}_diffs"] for f in PAIRED), *means]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = (),
+          reference: str = "condense") -> dict[str, Any]:
     """Table, plot, curves and records of every finished run under ``root`` and of every run
     that ``out/runs.json`` keeps from earlier (a run under ``root`` replaces its record)."""
     try:
@@ -189,6 +227,10 @@ def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()
                                                              for s in ("mean", "std")]
     write_csv(out / "comparison.csv", result["rows"], cols)
     atomic_write_text(out / "comparison.md", markdown(result))
+    pairs = paired(records, reference)
+    write_csv(out / "paired.csv", pairs, ["method", "reference", "seeds",
+                                          *(f"{f}_{k}" for f in PAIRED for k in ("diffs", "diff_mean", "diff_std"))])
+    atomic_write_text(out / "paired.md", paired_markdown(pairs))
     points = [{"method": row["reduce.method"], "seed": r["seed"], **p} for row in result["rows"]
               for r in records if r["method"] == row["reduce.method"] for p in r["curve"]]
     write_csv(out / "curves.csv", sorted(points, key=lambda p: (  # stable: by method, round
@@ -221,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--field", action="append", default=[],
                     help="extra summary.json field for the table, dotted path (repeatable), e.g. "
                          "reduced_extra.a_posteriori.ignition_delay_rel_error_mean")
+    ap.add_argument("--paired-against", default="condense", choices=METHODS,
+                    help="paired.md: every method's metric minus this method's, seed by seed")
     ap.add_argument("overrides", nargs="*", help="experiment overrides, after --")
     args = ap.parse_args(argv)
     if not args.no_run:
@@ -228,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = "python scripts/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result = write(args.root, args.out or ROOT / "results" / _name(args.root) / "comparison",
-                       command=command, fields=tuple(args.field))
+                       command=command, fields=tuple(args.field), reference=args.paired_against)
     except NoRunsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

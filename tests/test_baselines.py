@@ -18,8 +18,14 @@ from condensation.condense import assign_groups, num_groups
 from condensation.errors import ConfigError
 from condensation.experiment import train_and_reduce
 from condensation.network import Network, count_params
-from condensation.reduction import REDUCERS, Setup, method, scratch_budget,
-                                   scratch_finetune_budget, threshold_for
+from condensation.reduction import (
+    REDUCERS,
+    Setup,
+    method,
+    scratch_budget,
+    scratch_finetune_budget,
+    threshold_for,
+)
 from condensation.saved import load_network
 
 MLP = Network("mlp", (6, 5), {"out_dim": 2, "activation": "gelu", "gamma": 0.5})
@@ -203,8 +209,12 @@ def test_compare_script_tables_every_method(condensed, tmp_path):
     assert set(rows) == {"condense", "magnitude", "random"}
     assert rows["condense"]["reduced_metric_after_finetune_mean"] == cond["reduced_metric_after_finetune"]
     assert rows["magnitude"]["size_ratio_mean"] == cond["size_ratio"]
-    for f in ("comparison.csv", "comparison.md", "comparison.png", "curves.csv", "runs.json"):
+    for f in ("comparison.csv", "comparison.md", "comparison.png", "curves.csv", "runs.json",
+              "paired.csv", "paired.md"):
         assert (tmp_path / "out" / f).is_file(), f
+    pairs = {r["method"]: r for r in csv.DictReader((tmp_path / "out" / "paired.csv").open())}
+    diff = rows["random"]["reduced_metric_after_finetune_mean"] - cond["reduced_metric_after_finetune"]
+    assert float(pairs["random"]["reduced_metric_after_finetune_diffs"]) == pytest.approx(diff, abs=1e-6)
     points = list(csv.DictReader((tmp_path / "out" / "curves.csv").open()))
     assert {(p["method"], p["round"], p["seed"]) for p in points} == {
         (m, r, "0") for m in ("condense", "magnitude", "random") for r in ("0", "1")}
