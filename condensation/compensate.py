@@ -98,34 +98,40 @@ def _features(x: jax.Array, reader: Reader, kernel_shape) -> jax.Array:
 
 
 def _normal_equations(x: np.ndarray, keep: np.ndarray, kernel: np.ndarray, reader: Reader,
-                      chunk: int = 64) -> tuple[np.ndarray, ...]:
+                      chunk: int = 64, after: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Sums over the calibration data of P^T P, P^T Y, P, Y and the count, where P are the
-    survivors' features and Y the consumer's output before the reduction."""
+    survivors' features (``x[..., keep]``, or ``after`` when the survivors themselves changed)
+    and Y the consumer's output before the reduction."""
+    after = x[..., keep] if after is None else after
 
     @jax.jit
-    def sums(xb):
-        p = _features(xb[..., keep], reader, kernel.shape)
+    def sums(xb, ab):
+        p = _features(ab, reader, kernel.shape)
         y = _features(xb, reader, kernel.shape) @ kernel.reshape(-1, kernel.shape[-1])
         return p.T @ p, p.T @ y, p.sum(0), y.sum(0), p.shape[0]
 
     total = None
     for start in range(0, len(x), chunk):
-        part = [np.asarray(v, np.float64) for v in sums(jnp.asarray(x[start:start + chunk]))]
+        part = [np.asarray(v, np.float64) for v in sums(jnp.asarray(x[start:start + chunk]),
+                                                        jnp.asarray(after[start:start + chunk]))]
         total = part if total is None else [a + b for a, b in zip(total, part, strict=True)]
     return tuple(total)
 
 
 def refit_consumers(before: Variables, after: Variables, group: UnitGroup, inputs: Inputs,
-                    keep: np.ndarray, ridge: float = RIDGE) -> Variables:
+                    keep: np.ndarray, ridge: float = RIDGE, survivors: Inputs | None = None) -> Variables:
     """``after`` (``group`` reduced to the units ``keep`` [k] of ``before``) with every
     consumer's kernel slices refit: ridge least squares of the consumer's output before the
-    reduction on the survivors' activations (``inputs``: what each consumer read before)."""
+    reduction on the survivors' activations (``inputs``: what each consumer read before; the
+    survivors' columns of it, or ``survivors``: what each consumer reads in ``after``, when
+    the reduction changed the survivors themselves, as a centroid merge does)."""
     keep = np.asarray(keep)
     updates = {}
     for c in group.consumers:
         x, reader = inputs[module_path(c)]
         kernel = np.moveaxis(np.asarray(get(before, c.path), np.float32), c.axis, -2)  # [..., n, out]
-        ptp, pty, sp, sy, m = _normal_equations(x, keep, kernel, reader)
+        ptp, pty, sp, sy, m = _normal_equations(
+            x, keep, kernel, reader, after=None if survivors is None else survivors[module_path(c)][0])
         intercept = c.bias is not None or c.bn is not None
         if intercept:  # centre: the constant is fitted apart
             ptp, pty = ptp - np.outer(sp, sp) / m, pty - np.outer(sp, sy) / m

@@ -342,12 +342,24 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
             continue
         keep, reduced = chosen if chosen is not None else (np.arange(len(kept)), variables)
         if stages.compensate:
-            reduced = refit_consumers(before, reduced, group, inputs, kept[keep])
+            survivors = None
+            if chosen is not None and stages.merge == "centroid":  # the survivors changed
+                reduced, survivors = _survivors(net, reduced, group, stages)
+            reduced = refit_consumers(before, reduced, group, inputs, kept[keep], survivors=survivors)
         variables = reduced
     new_net, variables = _checked(net, variables, input_shape)
     if stages.repair:
         variables = repair_batchnorm(new_net.module(), variables, stages.calib, stages.augment)
     return new_net, jax.tree.map(jnp.asarray, variables)
+
+
+def _survivors(net: Network, variables: Variables, group: UnitGroup, stages: Stages):
+    """After a merge that changed the survivors: the variables (their BatchNorm statistics
+    repaired first when ``stages.repair``, as they will be) and what the group's consumers read."""
+    current = net.with_widths(widths_of(net, variables)).module()
+    if stages.repair:
+        variables = repair_batchnorm(current, variables, stages.calib, stages.augment)
+    return variables, consumer_inputs(current, variables, stages.calib, group.consumers)
 
 
 def _fold_constant(variables: Variables, group: UnitGroup, inputs):

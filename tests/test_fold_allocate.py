@@ -68,3 +68,20 @@ def test_importance_widths_shrink_the_layer_whose_units_are_dead():
     full = count_params(abstract_variables(MLP, (3,)))
     assert count_params(abstract_variables(MLP.with_widths(widths), (3,))) <= fraction * full
     assert widths[1] == 2 and widths[0] > uniform_widths(MLP, fraction, (3,))[0]
+
+
+def test_compensation_after_a_centroid_merge_fits_the_merged_units():
+    """The centroid changes the survivors: the consumers are refit on what they now read, which
+    can only bring the output closer (least squares) than the merge alone."""
+    from condensation.reduction import Stages, method
+    v = init(MLP, (3,))
+    x = np.random.default_rng(3).normal(size=(512, 3)).astype(np.float32)
+    out = np.asarray(MLP.module().apply(v, x))
+    errors = {}
+    for compensate in (False, True):
+        small, new = method("fold").reduce(
+            MLP, v, threshold=None, target=(4, 8), activation="relu", input_shape=(3,),
+            rng=jax.random.key(0), stages=Stages(compensate=compensate, calib=x, merge="centroid"))
+        errors[compensate] = float(np.mean((np.asarray(small.module().apply(new, x)) - out) ** 2))
+    assert small.widths == (4, 8)
+    assert errors[True] < 0.5 * errors[False]
