@@ -15,6 +15,8 @@ from experiments import evaluate
 RESULTS = ROOT / "results"
 CASES = [
     pytest.param("cifar10", "networks", id="cifar10"),
+    *[pytest.param(f"cifar10/size_115/{m}", "networks", id=f"cifar10_115_{m}")
+      for m in ("importance", "condense")],
     pytest.param("combustion", "surrogate", id="combustion", marks=pytest.mark.slow),
 ]
 
