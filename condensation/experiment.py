@@ -289,7 +289,7 @@ def reduction_round(run: Run) -> None:
 def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Network, TrainState]:
     st, r = run.state, run.state.round
     base_net, base_vars, _ = load_network(run.nets / "reduced")
-    target = rnd.target if rnd.fraction is None else _allocated(run, rnd.fraction)
+    target = rnd.target if rnd.fraction is None else _allocated(run, rnd.fraction, base_net.widths)
     red_net, red_vars = run.method.reduce(
         run.net.with_widths(base_net.widths), base_vars, threshold=rnd.threshold, target=target,
         activation=run.cfg["model"]["activation"], input_shape=run.task.input_shape,
@@ -304,11 +304,13 @@ def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Net
     return red_net, state
 
 
-def _allocated(run: Run, fraction: float) -> tuple[int, ...]:
+def _allocated(run: Run, fraction: float, current: tuple[int, ...]) -> tuple[int, ...]:
     """``reduce.widths=importance``: widths for ``fraction`` of the parameters, from the
-    original and the first round's calibration inputs (the same for every method and round)."""
+    original and the first round's calibration inputs (the same for every method and round),
+    none above the ``current`` widths (a later round only shrinks a layer)."""
     net, variables, _ = load_network(run.nets / "original")
-    return importance_widths(net, variables, fraction, run.task.input_shape, _stages(run, 0).calib)
+    widths = importance_widths(net, variables, fraction, run.task.input_shape, _stages(run, 0).calib)
+    return tuple(min(w, c) for w, c in zip(widths, current, strict=True))
 
 
 def _teacher(run: Run) -> tuple[Distill | None, Any]:
