@@ -31,6 +31,9 @@ CASES = [
      ["scripts/compare.py", "--seeds"], ["seed=2"]),
     *[(f"combustion/paper_10/{d}{m}/config.yaml", f"combustion/paper_10/{d}{m}/RUN.md",
        ["experiments.run"], []) for d in ("", "ft5/") for m in ("importance", "condense")],
+    *[(f"combustion/paper_10/widths_importance/{m}/config.yaml",
+       f"combustion/paper_10/widths_importance/{m}/RUN.md", ["experiments.run"], [])
+      for m in ("importance", "condense")],
     *[(f"cifar10/size_115/{m}/config.yaml", f"cifar10/size_115/{m}/RUN.md", ["experiments.run"], [])
       for m in ("importance", "condense")],
 ]
