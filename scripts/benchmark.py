@@ -548,7 +548,7 @@ MARKDOWN = {"inference": inference_md, "cantera": cantera_md, "condense": conden
             "training": training_md, "malloc": malloc_md}
 TITLES = {"inference": "Inference: original against reduced", "condense": "One condensation pass",
           "cantera": "Combustion: surrogate against Cantera", "training": "Training throughput",
-          "malloc": "Training loop: system malloc against tcmalloc and mimalloc"}
+          "malloc": "Training loop: the system malloc against the faster ones installed"}
 
 
 def render(out: Path) -> str:
