@@ -19,7 +19,8 @@ DEBUG_PRESETS = sorted(p.stem for p in CONF.glob("debug/*.yaml"))
 # widths, tiny data); SMOKE goes on top. A new experiment needs a line here.
 DEBUG = {"toy": "toy", "combustion": "combustion", "combustion_paper": "combustion",
          "combustion_paper_10": "combustion_paper_10",
-         "cifar10": "cifar10", "cifar10_mobilenetv2": "cifar10_mobilenetv2"}
+         "cifar10": "cifar10", "cifar10_mobilenetv2": "cifar10_mobilenetv2",
+         "cifar10_115": "cifar10_115"}
 SMOKE = ["train.epochs=1", "reduce.finetune_epochs=1"]
 
 RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "curve.csv", "size_vs_metric.png",
@@ -34,7 +35,7 @@ def test_experiments_exist():
 
 def test_every_experiment_has_a_debug_preset_and_every_preset_is_used():
     assert set(DEBUG) == set(EXPERIMENTS)
-    # cifar10_mobilenetv2 includes cifar10, combustion_paper_10 includes combustion
+    # cifar10_mobilenetv2 includes cifar10, combustion_paper_10 combustion, cifar10_115 both
     assert set(DEBUG.values()) | {"cifar10", "combustion"} == set(DEBUG_PRESETS)
 
 
