@@ -59,22 +59,23 @@ def uniform_widths(net: Network, fraction: float, input_shape) -> tuple[int, ...
     return widths(lo)
 
 
+def target_sizes(net: Network, target: Sequence[int], input_shape) -> dict[str, int]:
+    """Units per coupled group of ``net`` at widths ``target``."""
+    small = net.with_widths(target)
+    shapes = abstract_variables(small, input_shape)
+    return {g.name: group_size(shapes, g) for g in small.spec()}
+
+
 def _width_of_group(net: Network, input_shape) -> dict[int, int]:
     """{index into ``net.widths``: index of the spec group whose size it sets}; a width that
     sets no group's size alone (e.g. a stem outside every group) is left out."""
     base = {g.name: i for i, g in enumerate(net.spec())}
-
-    def sizes(widths):
-        small = net.with_widths(widths)
-        shapes = abstract_variables(small, input_shape)
-        return {g.name: group_size(shapes, g) for g in small.spec()}
-
-    ref, found = sizes(net.widths), {}
+    ref, found = target_sizes(net, net.widths, input_shape), {}
     for j, w in enumerate(net.widths):
         if w < 2:
             continue
-        changed = [name for name, n in sizes(net.widths[:j] + (w - 1,) + net.widths[j + 1:]).items()
-                   if n != ref[name]]
+        smaller = net.widths[:j] + (w - 1,) + net.widths[j + 1:]
+        changed = [name for name, n in target_sizes(net, smaller, input_shape).items() if n != ref[name]]
         if len(changed) == 1:
             found[j] = base[changed[0]]
     return found
@@ -109,7 +110,7 @@ def importance_widths(net: Network, variables: Variables, fraction: float, input
                 if widths[j] > 1 else max(params(widths[:j] + (2,) + widths[j + 1:]) - base, 1)
                 for j in groups}
 
-        def at(lam: float) -> tuple[int, ...]:
+        def at(lam: float, widths=widths, cost=cost) -> tuple[int, ...]:
             w = list(widths)
             for j, g in groups.items():
                 w[j] = max(1, int(np.sum(shares[g] > lam * cost[j])))

@@ -25,6 +25,7 @@ import optax
 import yaml
 from absl import logging as absl_logging
 
+from condensation.allocate import importance_widths
 from condensation.condense import count_groups
 from condensation.config import reduce_outcome, validate_config
 from condensation.errors import ConfigError
@@ -34,7 +35,6 @@ from condensation.metrics_log import MetricsLog
 from condensation.network import Network, build_network, check_shapes, count_flops, count_params
 from condensation.plots import plot_size_vs_metric
 from condensation.provenance import git_commit, machine
-from condensation.allocate import importance_widths
 from condensation.reduction import Method, Round, Schedule, Setup, Stages, Start, method
 from condensation.rundir import check_run_dir, clear_run_dir, load_targets
 from condensation.runstate import Checkpoints, RoundState, RunState

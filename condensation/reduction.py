@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condensation.allocate import uniform_widths
+from condensation.allocate import target_sizes, uniform_widths
 from condensation.calibrate import consumer_inputs
 from condensation.compensate import (
     activation_vectors,
@@ -73,9 +73,7 @@ from condensation.condense import (
 from condensation.coupling import UnitGroup
 from condensation.network import (
     Network,
-    abstract_variables,
     check_shapes,
-    count_params,
     widths_of,
 )
 from condensation.saved import load_network
@@ -258,13 +256,6 @@ class Method:
     own_model_keys: tuple[str, ...] = ()
 
 
-def target_sizes(net: Network, target: tuple[int, ...], input_shape) -> dict[str, int]:
-    """Units per coupled group of ``net`` at widths ``target``."""
-    small = net.with_widths(target)
-    shapes = abstract_variables(small, input_shape)
-    return {g.name: group_size(shapes, g) for g in small.spec()}
-
-
 def _checked(net: Network, variables: Variables, input_shape) -> tuple[Network, Variables]:
     new = net.with_widths(widths_of(net, variables))
     check_shapes(new, variables, input_shape)
@@ -427,7 +418,8 @@ def _fold(net, variables, *, target, activation, input_shape, rng, stages=Stages
         if sizes[group.name] >= group_size(variables, group):
             return None
         vectors = np.asarray(unit_vectors(variables, group, inputs, stages.similarity), np.float64)
-        labels = kmeans(vectors, sizes[group.name], np.asarray(jax.random.key_data(jax.random.fold_in(rng, i))))
+        seed = np.asarray(jax.random.key_data(jax.random.fold_in(rng, i)))
+        labels = kmeans(vectors, sizes[group.name], seed)
         return _merge(variables, group, representatives(labels), activation, stages.merge)
 
     return reduce_groups(net, variables, choose, stages, input_shape)
