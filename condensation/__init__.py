@@ -8,6 +8,7 @@ from condensation.condense import (
     merge_group,
     split_unit,
 )
+from condensation.graph import discover
 from condensation.network import (
     Network,
     check_shapes,
@@ -16,9 +17,10 @@ from condensation.network import (
     reduce_network,
     widths_of,
 )
+from condensation.reduce_model import ReducedModel, load_reduced, reduce_model
 
 __all__ = [
     "condense", "assign_groups", "condense_variables", "cosine_similarity", "input_vectors",
     "merge_group", "split_unit", "Network", "check_shapes", "count_flops", "count_params",
-    "reduce_network", "widths_of",
+    "reduce_network", "widths_of", "discover", "reduce_model", "load_reduced", "ReducedModel",
 ]

@@ -24,3 +24,12 @@ def test_ci_runs_the_readme_commands():
     test_cmd = commands[1].strip().split("&&")
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_cmd[-2].strip() in ci and test_cmd[-1].strip() in ci
+
+
+def test_reduce_your_own_model_example_prints_what_readme_says():
+    section = README.split("### Reduce your own model", 1)[1]
+    example, printed = re.findall(r"```(?:python|text)\n(.*?)```", section, re.S)[:2]
+    out = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == printed.strip()

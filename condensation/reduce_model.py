@@ -1,0 +1,333 @@
+"""Reduce a user's own Flax model: :func:`reduce_model`, for ``flax.linen`` and ``flax.nnx``.
+
+The coupling spec is discovered from the traced forward pass (:mod:`condensation.graph`),
+the units of every group it finds are merged (condensation at a cosine threshold), and the
+result is a :class:`ReducedModel` that runs, reports its widths and saves.
+
+**How a reduced model runs.** A linen module checks each parameter's shape against its
+attributes at ``apply`` time (``Dense(features=100)`` refuses a 60-column kernel), and a
+user's module may compute widths from its own fields in ways no tool can rewrite. So the
+reduced model is not a rebuilt module: it is an *evaluation that does not re-check shapes*.
+``ReducedModel`` traces the original model with the original shapes (abstractly, nothing is
+computed), then evaluates that trace equation by equation on the reduced arrays, with every
+shape parameter (broadcasts, reshapes, slices, depthwise group counts) resized along the
+merged axes, which the discovery knows for every intermediate. The same code runs linen and
+nnx models, needs nothing from the model's author, and is differentiable and jittable. The
+price: the original module's code is needed to run it (as for any Flax checkpoint), and
+each new input shape is traced once.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from condensation import graph as disc
+from condensation.condense import (
+    assign_groups,
+    check_threshold,
+    group_size,
+    input_vectors,
+    merge_group,
+    num_groups,
+)
+from condensation.files import atomic_write_bytes, write_json
+from condensation.graph import _dtype
+
+__all__ = ["ReducedModel", "reduce_model", "load_reduced", "model_function"]
+
+
+def model_function(model: Any, apply_kwargs: Mapping[str, Any] | None = None):
+    """``(fn, variables)``: the model as a pure function ``fn(variables, *args)`` and its
+    variables as a nested dict. ``model`` is a ``flax.linen.Module`` (its variables are passed
+    to :func:`reduce_model` separately) or a ``flax.nnx.Module`` (its state is read here)."""
+    apply_kwargs = dict(apply_kwargs or {})
+    import flax.linen as nn
+    from flax import nnx
+
+    if isinstance(model, nn.Module):
+        return (lambda v, *a: model.apply(v, *a, **apply_kwargs)), None
+    if isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        method = apply_kwargs.pop("method", "__call__")
+
+        def fn(v, *a):
+            st = jax.tree_util.tree_map(lambda x: x, state)
+            nnx.replace_by_pure_dict(st, v)
+            return getattr(nnx.merge(graphdef, st), method)(*a, **apply_kwargs)
+
+        return fn, nnx.to_pure_dict(state)
+    raise TypeError(f"model must be a flax.linen.Module or a flax.nnx.Module, got {type(model).__name__}")
+
+
+def _structs(tree):
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), _dtype(x)), tree)
+
+
+@dataclass
+class GroupWidth:
+    name: str
+    before: int
+    after: int
+
+
+class ReducedModel:
+    """A reduced model: ``reduced(*args)`` runs it on its reduced variables, ``apply(variables,
+    *args)`` on others of the same shapes (fine-tuning), ``widths`` per group, ``save(folder)``.
+    """
+
+    def __init__(self, fn: Callable, original: Any, variables: Any,
+                 widths: Sequence[GroupWidth] = (), stopped: Mapping[str, list[str]] | None = None):
+        self.fn, self.original, self.variables = fn, _structs(original), variables
+        self.widths, self.stopped = tuple(widths), dict(stopped or {})
+        self._traces: dict = {}
+        self._jitted = None
+
+    def __call__(self, *args):
+        """The reduced model on ``args``, compiled once per input shape."""
+        if self._jitted is None:
+            self._jitted = jax.jit(self.apply)
+        return self._jitted(self.variables, *args)
+
+    def apply(self, variables, *args):
+        key = tuple((np.shape(x), str(getattr(x, "dtype", ""))) for x in jax.tree_util.tree_leaves(args))
+        if key not in self._traces:
+            self._traces[key] = disc.discover(self.fn, self.original, *args)
+        d = self._traces[key]
+        leaves = jax.tree_util.tree_leaves(variables)
+        if len(leaves) != d.n_leaves:
+            raise ValueError(f"variables have {len(leaves)} arrays, the model has {d.n_leaves}")
+        shapes = d.new_shapes([np.shape(x) for x in leaves])
+        flat = leaves + jax.tree_util.tree_leaves(args)
+        out = _evaluate(d, shapes, flat)
+        out_tree = jax.tree_util.tree_structure(jax.eval_shape(self.fn, self.original, *args))
+        return jax.tree_util.tree_unflatten(out_tree, out)
+
+    @property
+    def params_before(self) -> int:
+        return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(self.original)))
+
+    @property
+    def params_after(self) -> int:
+        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self.variables)))
+
+    def report(self) -> str:
+        lines = [f"{self.params_after:,} of {self.params_before:,} numbers "
+                 f"({self.params_after / self.params_before:.1%})"]
+        lines += [f"  {w.name}: {w.before} -> {w.after}" for w in self.widths]
+        lines += [f"  left alone {name}: {'; '.join(why)}" for name, why in self.stopped.items()]
+        return "\n".join(lines)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """``variables.npz`` (the reduced arrays, one per leaf) and ``reduced.json`` (their
+        paths, the original shapes, the widths); plain formats, written atomically."""
+        folder = Path(folder)
+        paths, leaves = disc.leaf_paths(self.variables)
+        opaths, oleaves = disc.leaf_paths(self.original)
+        if paths != opaths:
+            raise ValueError("the reduced variables do not have the original's structure")
+        buf = io.BytesIO()
+        np.savez(buf, **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+        atomic_write_bytes(folder / "variables.npz", buf.getvalue())
+        write_json(folder / "reduced.json", {
+            "paths": [[_key(k) for k in p] for p in paths],
+            "original_shapes": [list(s.shape) for s in oleaves],
+            "original_dtypes": [str(s.dtype) for s in oleaves],
+            "widths": [{"name": w.name, "before": w.before, "after": w.after} for w in self.widths],
+            "stopped": self.stopped,
+        })
+
+
+def _key(k):
+    return {"int": k} if isinstance(k, int) else k
+
+
+def _unkey(k):
+    return k["int"] if isinstance(k, dict) else k
+
+
+def _nest(paths, leaves):
+    tree: dict = {}
+    for p, x in zip(paths, leaves, strict=False):
+        node = tree
+        for k in p[:-1]:
+            node = node.setdefault(k, {})
+        node[p[-1]] = x
+    return tree
+
+
+def load_reduced(folder: str | os.PathLike, model: Any, *,
+                 apply_kwargs: Mapping[str, Any] | None = None) -> ReducedModel:
+    """A saved :class:`ReducedModel` back, run with ``model`` (the original module, built as
+    it was for training: linen module, or an nnx module with the original widths)."""
+    folder = Path(folder)
+    meta_path, var_path = folder / "reduced.json", folder / "variables.npz"
+    for p in (meta_path, var_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is missing: a saved reduced model is a folder with "
+                                    "reduced.json and variables.npz (ReducedModel.save)")
+    meta = json.loads(meta_path.read_text())
+    paths = [tuple(_unkey(k) for k in p) for p in meta["paths"]]
+    with np.load(var_path) as z:
+        leaves = [z[f"leaf_{i}"] for i in range(len(paths))]
+    original = _nest(paths, [jax.ShapeDtypeStruct(tuple(s), np.dtype(d)) for s, d in
+                             zip(meta["original_shapes"], meta["original_dtypes"], strict=False)])
+    fn, _ = model_function(model, apply_kwargs)
+    widths = [GroupWidth(**w) for w in meta["widths"]]
+    return ReducedModel(fn, original, _nest(paths, leaves), widths, meta["stopped"])
+
+
+def reduce_model(model: Any, variables: Any = None, *example_args: Any,
+                 threshold: float | None = None, keep: float | None = None,
+                 widths: Mapping[str, int] | None = None,
+                 apply_kwargs: Mapping[str, Any] | None = None,
+                 groups: Sequence[str] | None = None) -> ReducedModel:
+    """Condense a trained Flax model: in every discovered unit group, units whose input vectors
+    (BatchNorm folded) are aligned are merged, the group's outgoing weights summed into its
+    representative (the paper's merge). Say how far with exactly one of ``threshold``, ``keep``
+    or ``widths``.
+
+    Args:
+      model: a ``flax.linen.Module`` (give its ``variables``) or a ``flax.nnx.Module`` (pass
+        ``None`` for ``variables``; its state is used).
+      example_args: inputs to trace the forward pass with (only shapes and dtypes matter).
+      threshold: merge at cosine similarity >= ``threshold`` in (0, 1] (the paper).
+      keep: a fraction in (0, 1]: each group down to ``ceil(keep * width)`` units, the
+        threshold lowered per group until reached.
+      widths: ``{group name: units}`` for the groups to reduce to a given width (the others
+        are left as they are).
+      apply_kwargs: keyword arguments of the call (``{'train': False}``; for nnx ``method``).
+      groups: names of the discovered groups to reduce (default: all, or the keys of
+        ``widths``); ``condensation.discover(...).report()`` lists them and what was left alone.
+    """
+    from condensation.reduction import threshold_for
+
+    if sum(v is not None for v in (threshold, keep, widths)) != 1:
+        raise ValueError("give exactly one of threshold (cosine in (0, 1]), keep (a fraction of "
+                         "each group's units in (0, 1]) or widths ({group name: units})")
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    if keep is not None and not 0.0 < float(keep) <= 1.0:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
+    fn, nnx_vars = model_function(model, apply_kwargs)
+    if nnx_vars is not None:
+        if variables is not None:
+            raise ValueError("an nnx model carries its own state: pass variables=None")
+        variables = nnx_vars
+    elif variables is None:
+        raise ValueError("a linen model needs its variables (model.init(...) or trained)")
+    if not example_args:
+        raise ValueError("give at least one example input to trace the model with")
+    d = disc.discover(fn, variables, *example_args)
+    names = [g.name for g in d.spec]
+    wanted = list(widths) if widths is not None and groups is None else groups
+    if wanted is not None:
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(f"unknown groups {unknown}; discovered: {', '.join(names)}")
+    reduced = _plain(variables)
+    if widths is not None:
+        for g in d.spec:
+            if g.name in widths and not 1 <= int(widths[g.name]) <= group_size(reduced, g):
+                raise ValueError(f"widths[{g.name!r}] = {widths[g.name]}: allowed 1.."
+                                 f"{group_size(reduced, g)} (its width now)")
+    report = []
+    for g in d.spec:
+        if wanted is not None and g.name not in wanted:
+            continue
+        n = group_size(reduced, g)
+        vectors = input_vectors(reduced, g)
+        if threshold is not None:
+            assignment = assign_groups(vectors, threshold)
+        else:
+            k = int(widths[g.name]) if widths is not None else max(1, math.ceil(keep * n))
+            assignment = threshold_for(vectors, k)[1] if k < n else None
+        k = n if assignment is None else num_groups(assignment)
+        if k < n:
+            reduced = merge_group(reduced, assignment, group=g, n_groups=k)
+        report.append(GroupWidth(g.name, n, k))
+    return ReducedModel(fn, variables, reduced, report, d.stopped)
+
+
+def _plain(tree):
+    """Nested plain dicts (FrozenDict and nnx pure dicts alike) of arrays."""
+    if isinstance(tree, Mapping):
+        return {k: _plain(v) for k, v in tree.items()}
+    return jnp.asarray(tree)
+
+
+# -- evaluation of a trace with resized shapes ----------------------------------------------------
+
+def _evaluate(d: disc.Discovery, shapes: dict[int, tuple[int, ...]], flat: list) -> list:
+    scopes = iter(d._scopes)
+    return _body(d.closed_jaxpr, flat, scopes, d, shapes)
+
+
+def _body(closed, args, scopes, d, shapes):
+    jaxpr = closed.jaxpr
+    ids = next(scopes)
+    env: dict = {}
+    for v, c in zip(jaxpr.constvars, closed.consts, strict=False):
+        env[v] = c
+    for v, x in zip(jaxpr.invars, args, strict=False):
+        env[v] = x
+
+    def read(x):
+        return x.val if isinstance(x, jcore.Literal) else env[x]
+
+    for eqn in jaxpr.eqns:
+        ins = [read(x) for x in eqn.invars]
+        name = eqn.primitive.name
+        if name in disc.CALLS and disc.CALLS[name] in eqn.params:
+            sub = eqn.params[disc.CALLS[name]]
+            if not hasattr(sub, "jaxpr"):
+                sub = jcore.ClosedJaxpr(sub, ())
+            n_consts = eqn.params.get("num_consts", 0) if name == "custom_vjp_call_jaxpr" else 0
+            outs = _body(sub, ins[n_consts:] if n_consts else ins, scopes, d, shapes)
+        else:
+            new = [shapes[ids[v]] for v in eqn.outvars]
+            params = _resized(eqn, [np.shape(x) for x in ins], new, d, ids)
+            outs = eqn.primitive.bind(*ins, **params)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        for v, x in zip(eqn.outvars, outs, strict=False):
+            env[v] = x
+    return [read(x) for x in jaxpr.outvars]
+
+
+def _resized(eqn, in_shapes, out_shapes, d, ids) -> dict:
+    """The equation's parameters for operands of ``in_shapes`` and outputs of ``out_shapes``."""
+    p = dict(eqn.params)
+    name = eqn.primitive.name
+    out = out_shapes[0] if out_shapes else None
+    old_in = [tuple(x.aval.shape) for x in eqn.invars]
+    if name == "broadcast_in_dim":
+        p["shape"] = out
+    elif name == "reshape":
+        p["new_sizes"] = out
+    elif name == "iota":
+        p["shape"] = out
+    elif name == "conv_general_dilated" and p["feature_group_count"] > 1:
+        lf = p["dimension_numbers"].lhs_spec[1]
+        if p["feature_group_count"] == old_in[0][lf]:   # depthwise: one group per channel
+            p["feature_group_count"] = in_shapes[0][lf]
+    elif name == "slice":
+        p["limit_indices"] = tuple(
+            new if lim == old else lim
+            for lim, old, new in zip(p["limit_indices"], old_in[0], in_shapes[0], strict=False))
+    elif name in ("dynamic_slice", "gather"):
+        p["slice_sizes"] = tuple(
+            new if s == old else s
+            for s, old, new in zip(p["slice_sizes"], old_in[0], in_shapes[0], strict=True))
+    return p

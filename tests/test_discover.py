@@ -1,0 +1,266 @@
+"""Discovery of the coupling from the traced computation, and reduce_model on any Flax model.
+
+The discovered specs must equal the hand-written ones of the four registered architectures;
+every model of the zoo (tests/zoo.py) must survive the embedding-principle round trip: split
+units of every reducible group, reduce at a threshold of ~1, and get the original widths and
+outputs back; what cannot be reduced must be reported with the op that stopped it.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import zoo
+from flax import nnx
+
+from condensation.archs import architecture
+from condensation.archs.mobilenetv2 import default_widths
+from condensation.condense import condense_variables, split_unit
+from condensation.graph import discover
+from condensation.reduce_model import ReducedModel, load_reduced, reduce_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def _key(g):
+    return g.producers, g.consumers
+
+
+@pytest.mark.parametrize("arch, widths, options, spec_options, shape", [
+    ("mlp", (7, 5, 6), {"out_dim": 3}, {}, (2, 4)),
+    ("cnn", (4, 5, 6), {"n_conv": 2, "num_classes": 3}, {}, (2, 8, 8, 3)),
+    ("residual_cnn", (4, 5, 6), {"num_classes": 3}, {}, (2, 8, 8, 3)),
+    ("mobilenetv2", default_widths(), {"num_classes": 10}, {"tie_stream": True}, (2, 32, 32, 3)),
+])
+def test_discovered_spec_equals_the_hand_written_one(arch, widths, options, spec_options, shape):
+    a = architecture(arch)
+    module = a.build(widths, **options)
+    x = jnp.zeros(shape)
+    variables = jax.eval_shape(module.init, jax.random.key(0), x)
+    found = discover(lambda v, x: module.apply(v, x), variables, x)
+    hand = a.spec(widths, **options, **spec_options)
+    assert sorted(map(repr, map(_key, found.spec))) == sorted(map(repr, map(_key, hand)))
+    # the only group left alone is the one that reaches the output
+    assert len(found.stopped) == 1 and "the model's output" in next(iter(found.stopped.values()))
+
+
+def _init(module, x, seed=3):
+    """Random but valid variables, compiled in one piece (eager init costs seconds): units that
+    differ, BatchNorm variances positive."""
+
+    def init(x):
+        leaves, tree = jax.tree_util.tree_flatten(module.init(jax.random.key(0), x))
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        new = [v + 0.3 * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves, strict=False)]
+        return jax.tree_util.tree_map_with_path(
+            lambda p, v: jnp.abs(v) + 0.5 if getattr(p[-1], "key", None) == "var" else v,
+            jax.tree_util.tree_unflatten(tree, new))
+
+    return jax.jit(init)(x)
+
+
+def _split_every_group(variables, spec):
+    """One unit of every group split in two (fractions 0.3 / 0.7): same function, +1 width."""
+
+    def split(variables):
+        for g in spec:
+            variables = split_unit(variables, g, 1, np.array([0.3, 0.7]))
+        return variables
+
+    return jax.jit(split)(variables)
+
+
+LINEN_ZOO = [
+    (zoo.ResNetish, (4, 5, 6, 7), (2, 8, 8, 3), 1),
+    (zoo.UNetish, (4, 5, 6), (2, 8, 8, 3), 3),
+    (zoo.MixerBlock, (5, 7), (2, 4, 12), 3),
+    (zoo.TransformerBlock, (9,), (2, 4, 5), 4),
+    (zoo.SharedLayer, (5,), (2, 6), 1),
+]
+
+
+@pytest.mark.parametrize("cls, widths, shape, n_stopped", LINEN_ZOO,
+                         ids=[c[0].__name__ for c in LINEN_ZOO])
+def test_linen_zoo_round_trip(cls, widths, shape, n_stopped):
+    x = jax.random.normal(jax.random.key(1), shape)
+    narrow = cls(widths)
+    variables = _init(narrow, x)
+    found = discover(lambda v, x: narrow.apply(v, x), variables, x)
+    assert len(found.stopped) == n_stopped, found.report()
+    wide_widths = list(widths)
+    reducible = [g.name for g in found.spec]
+    wide_vars = _split_every_group(variables, found.spec)
+    # the model's own widths in the order of its groups (the zoo lists them so), +1 where reduced
+    order = _reducible_width_index(cls, widths, x, reducible)
+    for i in order:
+        wide_widths[i] += 1
+    wide = cls(tuple(wide_widths))
+    shapes = jax.tree_util.tree_map(jnp.shape, jax.eval_shape(wide.init, jax.random.key(0), x))
+    assert jax.tree_util.tree_map(jnp.shape, wide_vars) == shapes
+    reduced = reduce_model(wide, wide_vars, x, threshold=0.99999)
+    assert [(w.before, w.after) for w in reduced.widths] == \
+        [(wide_widths[i], widths[i]) for i in order]
+    apply = jax.jit(narrow.apply)
+    np.testing.assert_allclose(reduced(x), apply(variables, x), atol=2e-5, rtol=1e-5)
+    if cls is zoo.SharedLayer:   # another batch size: traced again (once is enough to test)
+        x2 = jax.random.normal(jax.random.key(2), (5,) + shape[1:])
+        np.testing.assert_allclose(reduced(x2), apply(variables, x2), atol=2e-5, rtol=1e-5)
+
+
+def _reducible_width_index(cls, widths, x, names):
+    """Which entries of ``widths`` the reducible groups are: the entries whose change changes
+    that group's width."""
+    base = cls(widths)
+    v = jax.eval_shape(base.init, jax.random.key(0), x)
+    d = discover(lambda v, x: base.apply(v, x), v, x)
+    index = []
+    for g in d.spec:
+        k = g.producers[0].kernel
+        for i in range(len(widths)):
+            w = list(widths)
+            w[i] += 1
+            m = cls(tuple(w))
+            shapes = jax.eval_shape(m.init, jax.random.key(0), x)
+            leaf = shapes
+            for key in k.path:
+                leaf = leaf[key]
+            if leaf.shape[k.axis] != _at(v, k.path).shape[k.axis]:
+                index.append(i)
+                break
+    assert [g.name for g in d.spec] == names
+    return index
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def test_attention_is_left_alone_and_reported():
+    x = jnp.ones((2, 4, 5))
+    m = zoo.TransformerBlock((9,))
+    v = m.init(jax.random.key(0), x)
+    found = discover(lambda v, x: m.apply(v, x), v, x)
+    assert [g.name for g in found.spec] == ["Dense_2"]          # the MLP's hidden units
+    why = " ".join(r for name, rs in found.stopped.items() for r in rs
+                   if "MultiHeadDotProductAttention" in name)
+    assert "two computed arrays" in why
+    stream = found.stopped["Dense_0"]
+    assert any("reduce_sum" in r for r in stream)                # LayerNorm over the stream
+
+
+def test_tied_transposed_weights_are_reported():
+    x = jnp.ones((2, 6))
+    m = zoo.TiedAutoencoder((5,))
+    v = m.init(jax.random.key(0), x)
+    found = discover(lambda v, x: m.apply(v, x), v, x)
+    assert found.spec == ()
+    assert any("tied weights" in r for r in found.stopped["w"])
+    reduced = reduce_model(m, v, x, threshold=0.5)
+    assert reduced.widths == () and reduced.params_after == reduced.params_before
+
+
+def test_nnx_round_trip_and_the_reduced_module():
+    x = jax.random.normal(jax.random.key(1), (3, 4))
+    narrow = zoo.NNXMLP((5, 6), rngs=nnx.Rngs(0))
+    want = narrow(x)
+    graphdef, state = nnx.split(narrow)
+    found = discover(lambda v, x: _nnx_call(graphdef, state, v, x), nnx.to_pure_dict(state), x)
+    assert [g.name for g in found.spec] == ["l1", "l2"]
+    wide_vars = _split_every_group(nnx.to_pure_dict(state), found.spec)
+    wide = zoo.NNXMLP((6, 7), rngs=nnx.Rngs(5))
+    _, wide_state = nnx.split(wide)
+    nnx.replace_by_pure_dict(wide_state, wide_vars)
+    nnx.update(wide, wide_state)
+    np.testing.assert_allclose(wide(x), want, atol=1e-5)
+    reduced = reduce_model(wide, None, x, threshold=0.99999)
+    assert [(w.before, w.after) for w in reduced.widths] == [(6, 5), (7, 6)]
+    np.testing.assert_allclose(reduced(x), want, atol=1e-5)
+
+
+def _nnx_call(graphdef, state, v, x):
+    st = jax.tree_util.tree_map(lambda a: a, state)
+    nnx.replace_by_pure_dict(st, v)
+    return nnx.merge(graphdef, st)(x)
+
+
+def test_the_evaluator_equals_the_rebuilt_module_on_mobilenetv2():
+    """A MobileNetV2 condensed with the hand-written spec, run by ReducedModel from the
+    original's trace, gives what the module rebuilt at the new widths gives."""
+    stages = ((1, 8, 1, 1), (6, 12, 2, 2))
+    a = architecture("mobilenetv2")
+    widths = default_widths(stages, stem=8, head=16)
+    module = a.build(widths, num_classes=3, stages=stages)
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    variables = _init(module, x)
+    spec = a.spec(widths, stages=stages)
+    new_vars, groups = condense_variables(variables, spec, threshold=0.2, activation="relu6")
+    new_widths = tuple(g.after for g in groups)
+    assert new_widths != widths
+    rebuilt = a.build(new_widths, num_classes=3, stages=stages)
+    reduced = ReducedModel(lambda v, x: module.apply(v, x), variables, new_vars)
+    np.testing.assert_allclose(reduced(x), jax.jit(rebuilt.apply)(new_vars, x), atol=1e-4, rtol=1e-4)
+
+
+def test_saved_reduced_model_runs_in_a_fresh_process(tmp_path):
+    x = jax.random.normal(jax.random.key(1), (2, 6))
+    narrow = zoo.SharedLayer((5,))
+    variables = _init(narrow, x)
+    found = discover(lambda v, x: narrow.apply(v, x), variables, x)
+    wide = zoo.SharedLayer((6,))
+    reduced = reduce_model(wide, _split_every_group(variables, found.spec), x, threshold=0.99999)
+    reduced.save(tmp_path / "reduced")
+    np.save(tmp_path / "x.npy", np.asarray(x))
+    code = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "import zoo; from condensation.reduce_model import load_reduced;"
+        "r = load_reduced(sys.argv[2] + '/reduced', zoo.SharedLayer((6,)));"
+        "np.save(sys.argv[2] + '/y.npy', np.asarray(r(np.load(sys.argv[2] + '/x.npy'))));"
+        "print(r.report())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(HERE), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Dense_0: 6 -> 5" in out.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), narrow.apply(variables, x), atol=2e-5)
+    again = load_reduced(tmp_path / "reduced", wide)
+    np.testing.assert_allclose(again(x), reduced(x), atol=1e-6)
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path):
+    x = jnp.ones((2, 6))
+    m = zoo.SharedLayer((5,))
+    v = m.init(jax.random.key(0), x)
+    with pytest.raises(TypeError, match="flax.linen.Module or a flax.nnx.Module"):
+        reduce_model(lambda v, x: x, v, x, threshold=0.9)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        reduce_model(m, v, x, threshold=1.5)
+    with pytest.raises(ValueError, match="needs its variables"):
+        reduce_model(m, None, x, threshold=0.9)
+    with pytest.raises(ValueError, match="unknown groups"):
+        reduce_model(m, v, x, threshold=0.9, groups=["nope"])
+    with pytest.raises(ValueError, match="pass variables=None"):
+        reduce_model(zoo.NNXMLP((3, 3), rngs=nnx.Rngs(0)), v, jnp.ones((2, 4)), threshold=0.9)
+    with pytest.raises(FileNotFoundError, match="reduced.json"):
+        load_reduced(tmp_path, m)
+
+
+def test_reduce_to_widths_and_to_a_fraction():
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+    m = zoo.ResNetish((4, 5, 6, 7))
+    v = _init(m, x)
+    r = reduce_model(m, v, x, widths={"Conv_1": 2, "Conv_4": 3})
+    assert [(w.name, w.before, w.after) for w in r.widths] == [("Conv_1", 5, 2), ("Conv_4", 7, 3)]
+    assert r(x).shape == (4, 3)
+    r = reduce_model(m, v, x, keep=0.5)
+    assert [w.after for w in r.widths] == [2, 3, 3, 4]
+    with pytest.raises(ValueError, match="exactly one of"):
+        reduce_model(m, v, x, threshold=0.9, keep=0.5)
+    with pytest.raises(ValueError, match=r"widths\['Conv_1'\] = 9: allowed 1..5"):
+        reduce_model(m, v, x, widths={"Conv_1": 9})
