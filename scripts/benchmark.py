@@ -35,6 +35,9 @@ results/benchmarks) one json per section, each with command, commit, machine, da
   tcmalloc (``--tcmalloc PATH``; skipped when it is not installed), taking turns: steps/s, minor
   page faults per step, the system share of the CPU time, and whether the trained parameters
   are bit-identical.
+- discover.json: ``condensation.discover`` (``jax.make_jaxpr`` of the forward pass and the
+  coupling analysis) of MobileNetV2 and of the residual CNN, and whether the spec found equals
+  the hand-written one.
 - README.md: the tables, generated from the json files present.
 """
 from __future__ import annotations
@@ -68,6 +71,7 @@ from condensation.combustion.data import features
 from condensation.files import atomic_write_text, write_json
 from condensation.network import (
     Network,
+    abstract_variables,
     build_network,
     count_flops,
     count_params,
@@ -81,7 +85,7 @@ from condensation.train import OptimConfig, create_train_state, make_optimizer, 
 from experiments.fastmalloc import MIMALLOC, TCMALLOC, fast_malloc, preload_env
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("inference", "cantera", "condense", "training", "malloc")
+SECTIONS = ("inference", "cantera", "condense", "training", "malloc", "discover")
 PAIR = ("original", "reduced")
 CIFAR_SHAPE = (32, 32, 3)
 ONE_ATM = 101325.0
@@ -460,8 +464,32 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
             "params_identical": len(hashes) == 1}
 
 
+def discover(args, budget: Budget) -> dict[str, Any]:
+    """``condensation.discover`` (trace + coupling analysis) of MobileNetV2 as conf/model builds
+    it, and of the residual CNN; whether the spec found equals the hand-written one."""
+    from condensation.graph import discover as find
+
+    cfg = yaml.safe_load((ROOT / "conf/model/mobilenetv2.yaml").read_text())
+    cases = {"mobilenetv2": (build_network(cfg, 10), {"tie_stream": True})}
+    cases["residual_cnn"] = (Network("residual_cnn", (16, 32, 32, 32), {"num_classes": 10}), {})
+    out = {}
+    for name, (net, spec_options) in cases.items():
+        module = net.module()
+        variables = abstract_variables(net, CIFAR_SHAPE)
+        x = jax.ShapeDtypeStruct((1, *CIFAR_SHAPE), jnp.float32)
+        t, result = bench({"discover": lambda m=module, v=variables, x=x: find(
+            lambda v, x: m.apply(v, x), v, x)}, budget, f"discover {name}", run_s=0)
+        found = result["discover"]
+        hand = architecture(net.arch).spec(net.widths, **net.options, **spec_options)
+        key = lambda g: repr((g.producers, g.consumers))
+        out[name] = {"groups": len(found.spec), "left_alone": len(found.stopped),
+                     "equals_hand_written_spec": sorted(map(key, found.spec)) == sorted(map(key, hand)),
+                     "params": count_params(variables), **t["discover"]}
+    return out
+
+
 RUN = {"inference": inference, "cantera": cantera, "condense": condense, "training": training,
-       "malloc": malloc}
+       "malloc": malloc, "discover": discover}
 
 
 # ---- README ------------------------------------------------------------------------------------
@@ -544,11 +572,21 @@ def malloc_md(d: dict[str, Any]) -> list[str]:
                     "in every process.", ""]
 
 
+def discover_md(d: dict[str, Any]) -> list[str]:
+    cases = {k: v for k, v in d.items() if isinstance(v, dict)}
+    return table(["network", "parameters", "unit groups (left alone)", "equals the hand-written spec",
+                  "first call", "warm (median)"],
+                 [[k, f"{v['params']:,}", f"{v['groups']} ({v['left_alone']})",
+                   "yes" if v["equals_hand_written_spec"] else "NO", fmt_s(v["first_call_s"]),
+                   fmt_s(v["median_s"])] for k, v in cases.items()])
+
+
 MARKDOWN = {"inference": inference_md, "cantera": cantera_md, "condense": condense_md,
-            "training": training_md, "malloc": malloc_md}
+            "training": training_md, "malloc": malloc_md, "discover": discover_md}
 TITLES = {"inference": "Inference: original against reduced", "condense": "One condensation pass",
           "cantera": "Combustion: surrogate against Cantera", "training": "Training throughput",
-          "malloc": "Training loop: the system malloc against the faster ones installed"}
+          "malloc": "Training loop: the system malloc against the faster ones installed",
+          "discover": "Discovering the coupling of a model from its trace"}
 
 
 def render(out: Path) -> str:
