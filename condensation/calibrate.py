@@ -56,6 +56,11 @@ def consumer_inputs(module: nn.Module, variables: Variables, x: np.ndarray, cons
                     batch_size: int = 256) -> dict[tuple[str, ...], tuple[np.ndarray, Reader]]:
     """The input [N, ..., C] of every consumer's module on ``x`` (evaluation mode) and how the
     module reads it, by module path. Raises ValueError if a consumer's module is not called."""
+    consumers = list(consumers)
+    mixed = [s for s in consumers if not getattr(s, "plain", True)]
+    if mixed:
+        raise ValueError(f"{'/'.join(mixed[0].path)} reads its units concatenated or flattened "
+                         "with others: compensation and importance refit whole consumer axes only")
     wanted = {module_path(s) for s in consumers}
     readers: dict[tuple[str, ...], Reader] = {}
 

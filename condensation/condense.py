@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condensation.activations import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
-from condensation.coupling import Path, Producer, Slot, Spec, UnitGroup, get
+from condensation.coupling import Path, Producer, Slot, Spec, UnitGroup, get, read_units, write_units
 
 Variables = dict[str, Any]
 
@@ -140,10 +140,10 @@ def merge_group(
         else:
             updates[slot.path] = jnp.take(x, rep_index, axis=slot.axis)
     for slot in group.consumers:
-        x = jnp.moveaxis(get(variables, slot.path), slot.axis, 0)
+        x = read_units(variables, slot, n)
         x = x * scale.reshape((n,) + (1,) * (x.ndim - 1)).astype(x.dtype)
         x = jax.ops.segment_sum(x, segment, num_segments=n_groups)
-        updates[slot.path] = jnp.moveaxis(x, 0, slot.axis)
+        updates[slot.path] = write_units(variables, slot, n, x)
     return set_paths(variables, updates)
 
 
@@ -166,7 +166,7 @@ def check_spec(variables: Variables, spec: Spec) -> None:
     many); the message names the group, path, axis and sizes."""
     for group in spec:
         n = None
-        for slot in group.unit_slots + group.consumers:
+        for slot in group.unit_slots + tuple(c for c in group.consumers if c.plain):
             where = f"coupling spec group {group.name!r}: {'/'.join(slot.path)}"
             try:
                 shape = np.shape(get(variables, slot.path))
@@ -236,10 +236,11 @@ def count_groups(variables: Variables, spec: Spec, threshold: float) -> dict[str
 def drop_units(variables: Variables, group: UnitGroup, keep: jax.Array) -> Variables:
     """Structured pruning: keep the units ``keep`` [k] (indices) of ``group``, drop the rest."""
     keep = jnp.asarray(keep)
-    updates = {
-        slot.path: jnp.take(get(variables, slot.path), keep, axis=slot.axis)
-        for slot in group.unit_slots + group.consumers
-    }
+    n = group_size(variables, group)
+    updates = {slot.path: jnp.take(get(variables, slot.path), keep, axis=slot.axis)
+               for slot in group.unit_slots}
+    for c in group.consumers:
+        updates[c.path] = write_units(variables, c, n, jnp.take(read_units(variables, c, n), keep, axis=0))
     return set_paths(variables, updates)
 
 
@@ -271,6 +272,7 @@ def split_unit(
         arr = jnp.concatenate([arr, jnp.stack(copies[1:])], axis=0)
         return jnp.moveaxis(arr, 0, slot.axis)
 
+    n = group_size(variables, group)
     scaled: set[Path] = set()
     for p in group.producers:
         if p.bn is not None:
@@ -279,6 +281,9 @@ def split_unit(
             scaled |= {p.kernel.path} | ({p.bias} if p.bias is not None else set())
     for slot in group.unit_slots:
         updates[slot.path] = extend(slot, scales if slot.path in scaled else np.ones_like(scales))
-    for slot in group.consumers:
-        updates[slot.path] = extend(slot, fractions / scales)
+    for c in group.consumers:
+        units = read_units(variables, c, n)
+        copies = [units[unit] * jnp.asarray(f, units.dtype) for f in fractions / scales]
+        units = jnp.concatenate([units.at[unit].set(copies[0]), jnp.stack(copies[1:])], axis=0)
+        updates[c.path] = write_units(variables, c, n, units)
     return set_paths(variables, updates)

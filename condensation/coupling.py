@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import jax.numpy as jnp
+import numpy as np
+
 Path = tuple[str, ...]
 
 
@@ -40,10 +43,58 @@ class Slot:
 class Consumer(Slot):
     """A slot that reads the units (the next layer's input slices), with what follows that
     layer's output: its ``bias`` or, for a layer without one, the ``bn`` normalizing it.
-    Compensation folds the constant part of its refit there; neither: no constant."""
+    Compensation folds the constant part of its refit there; neither: no constant.
+
+    When the layer reads the units among others, its axis is longer than the group:
+
+    - ``before``: the units were concatenated after other parts (a U-Net skip); the parts
+      before them, each a fixed size or the unit axis of another group's kernel (its current
+      size), so the offset follows the other groups as they shrink;
+    - ``split``: the units were flattened with other axes (a conv's channels flattened into a
+      dense layer); the axis is these sizes in row-major order, ``None`` where the units are.
+    """
 
     bias: Path | None = None
     bn: BatchNormRef | None = None
+    before: tuple[Slot | int, ...] = ()
+    split: tuple[int | None, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """The axis holds exactly the units (no concatenation, no flatten)."""
+        return not self.before and not self.split
+
+
+def unit_offset(variables: dict[str, Any], c: Consumer) -> int:
+    """Where a consumer's units start along its axis (0 unless concatenated after others)."""
+    return sum(p if isinstance(p, int) else int(np.shape(get(variables, p.path))[p.axis])
+               for p in c.before)
+
+
+def read_units(variables: dict[str, Any], c: Consumer, n: int):
+    """The consumer's slices for the ``n`` units, unit axis first: ``[n, ...]`` (for a flatten,
+    ``[n, other flattened axes..., rest]``)."""
+    x = jnp.moveaxis(get(variables, c.path), c.axis, 0)
+    if c.split:
+        j = c.split.index(None)
+        x = x.reshape(tuple(n if d is None else d for d in c.split) + x.shape[1:])
+        return jnp.moveaxis(x, j, 0)
+    off = unit_offset(variables, c)
+    return x[off:off + n] if c.before or x.shape[0] != n else x
+
+
+def write_units(variables: dict[str, Any], c: Consumer, n: int, units):
+    """The consumer's whole array with its ``n`` units' slices replaced by ``units`` [m, ...]
+    (the layout :func:`read_units` gives), ``m`` units now."""
+    if c.split:
+        j = c.split.index(None)
+        x = jnp.moveaxis(units, 0, j)
+        x = x.reshape((-1,) + x.shape[len(c.split):])
+        return jnp.moveaxis(x, 0, c.axis)
+    full = jnp.moveaxis(get(variables, c.path), c.axis, 0)
+    off = unit_offset(variables, c)
+    x = jnp.concatenate([full[:off], units.astype(full.dtype), full[off + n:]], axis=0)
+    return jnp.moveaxis(x, 0, c.axis)
 
 
 @dataclass(frozen=True)

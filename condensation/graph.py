@@ -16,12 +16,17 @@ broadcasts, reshapes that keep an axis, transposes, reductions, slices and neste
 - its consumers are the kernels that contract it, each with its own output's bias or, without
   one, its BatchNorm (the convention of :mod:`condensation.coupling`).
 
+A concatenation (a U-Net skip) or a flatten (channels into a dense layer) makes an axis of
+several classes; a kernel that contracts it consumes each part at its place
+(``Consumer.before``: the parts before it, whose sizes follow their own reductions;
+``Consumer.split``: the flattened sizes).
+
 Where an axis reaches something that cannot be resized by merging units, the class is left
 alone and the report says which op stopped it: a reduction over the units (LayerNorm, softmax),
-a reshape that splits or merges the axis (attention heads, flatten), a product of two computed
-tensors (attention scores), a slice or gather of the units, the model's input or output, a
-constant, a grouped convolution, a parameter axis that both computes and reads the units (tied
-weights), or a primitive this module does not know.
+a reshape that splits the axis (attention heads), a product of two computed tensors (attention
+scores), a slice or gather of the units, a parameter over a concatenation, the model's input or
+output, a constant, a grouped convolution, a parameter axis that both computes and reads the
+units (tied weights), or a primitive this module does not know.
 
 The same analysis gives every intermediate's axis sizes after a reduction, which is how a
 reduced model runs without rebuilding its modules (:mod:`condensation.reduce_model`).
@@ -107,6 +112,7 @@ class Discovery:
     _shapes: dict[int, tuple[int, ...]]
     _scopes: list[dict]
     _class_slot: dict[Node, tuple[int, int]]
+    _composite: dict[Node, tuple[str, list[tuple[Node, int]]]]
 
     def report(self) -> str:
         lines = [f"{len(self.spec)} unit groups:"]
@@ -123,6 +129,9 @@ class Discovery:
         size: dict[Node, int] = {}
         for root, (leaf, axis) in self._class_slot.items():
             size[root] = int(leaf_shapes[leaf][axis])
+        for root, (kind, items) in self._composite.items():
+            sizes = [size.get(r, n) for r, n in items]
+            size[root] = sum(sizes) if kind == "concat" else int(np.prod(sizes))
         out = {}
         for aid, shape in self._shapes.items():
             out[aid] = tuple(size.get(self._root((aid, a)), n) for a, n in enumerate(shape))
@@ -138,6 +147,8 @@ class _Walk:
         self.producers: list[_Producer] = []
         self.roles: dict[tuple[int, int], set[str]] = {}   # (leaf, axis) -> kernel roles
         self.consumer_order: list[tuple[int, int]] = []
+        # axes made of others: node -> ("concat" | "flat", [(part node, size), ...])
+        self.composite: dict[Node, tuple[str, list[tuple[Node, int]]]] = {}
         self.eps: dict[int, float] = {}                     # leaf -> eps added to it
         self.scopes: list[dict] = []
         self.next_id = 0
@@ -344,7 +355,7 @@ class _Walk:
 
     def op_reshape(self, eqn, ins, arrs):
         src, dst = arrs[0].shape, tuple(eqn.outvars[0].aval.shape)
-        m, i, o = {}, 0, 0
+        m, i, o, flat = {}, 0, 0, []
         while i < len(src) or o < len(dst):
             if i < len(src) and src[i] == 1:
                 i += 1
@@ -364,12 +375,16 @@ class _Walk:
                     po *= dst[o]
             if len(ii) == 1 and len(oo) == 1:
                 m[oo[0]] = ii[0]
+            elif len(oo) == 1:
+                flat.append((oo[0], ii))
             else:
                 for a in ii:
-                    self.stop((ins[0], a), "a reshape that splits or merges it (e.g. attention "
-                              "heads, a flatten)")
+                    self.stop((ins[0], a), "a reshape that splits it (e.g. attention heads)")
             i, o = i + 1, o + 1
-        return [self.mapped(eqn, ins[0], arrs[0], m)]
+        oid = self.mapped(eqn, ins[0], arrs[0], m)
+        for o, ii in flat:   # a flatten: the output axis is the merged ones in row-major order
+            self.composite[(oid, o)] = ("flat", [((ins[0], a), src[a]) for a in ii])
+        return [oid]
 
     def reduce(self, eqn, ins, arrs, axes):
         for a in axes:
@@ -443,9 +458,9 @@ class _Walk:
         nd = len(arrs[0].shape)
         kind = self.kind_of(arrs)
         oid = self.out(eqn, 0, kind)
-        for iid, a in zip(ins, arrs, strict=False):
-            if a.shape[d] > 1:
-                self.stop((iid, d), "a concatenation along it")
+        self.composite[(oid, d)] = ("concat", [((iid, d), a.shape[d])
+                                               for iid, a in zip(ins, arrs, strict=True)])
+        for iid in ins:
             for ax in range(nd):
                 if ax != d:
                     self.join((oid, ax), (iid, ax))
@@ -606,13 +621,56 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
     for i, pr in enumerate(w.producers):
         by_root.setdefault(w.find(slot_node[pr.slot]), {"producers": [], "consumers": []})[
             "producers"].append(i)
+    creator = {}   # class root -> its first creating kernel axis
+    for pr in w.producers:
+        if pr.kind == "create":
+            creator.setdefault(w.find(slot_node[pr.slot]), pr.slot)
+    # axes made of others (concatenations, flattens): one layout per class, parts that are
+    # plain classes; what stops the whole stops each part
+    composite: dict[Node, tuple[str, list[tuple[Node, int]]]] = {}
+    for node, (kind, items) in w.composite.items():
+        root = w.find(node)
+        layout = (kind, [(w.find(n), size) for n, size in items])
+        if composite.get(root, layout) != layout:
+            for _, (_, its) in ((root, composite[root]), (root, layout)):
+                for r, _ in its:
+                    stops.setdefault(r, []).append("two different concatenations or flattens meet")
+        composite.setdefault(root, layout)
+    for root, (kind, items) in composite.items():
+        units = [r for r, _ in items if r in creator]
+        for r, _ in items:
+            stops.setdefault(r, []).extend(stops.get(root, []))
+            if r in composite:
+                stops.setdefault(r, []).append("a concatenation or flatten of one")
+            if kind == "flat" and len(units) > 1 and r in units:
+                stops.setdefault(r, []).append("flattened together with another unit group")
+        for lf, ax in slot_node:   # a parameter along the combined axis other than a kernel reading it
+            if w.find((lf, ax)) == root and "consume" not in w.roles.get((lf, ax), set()):
+                for r, _ in items:
+                    stops.setdefault(r, []).append(
+                        f"parameter {'/'.join(map(str, paths[lf]))} spans its concatenation")
     seen = set()
     for slot in w.consumer_order:
         if slot in seen:
             continue
         seen.add(slot)
-        by_root.setdefault(w.find(slot_node[slot]), {"producers": [], "consumers": []})[
-            "consumers"].append(slot)
+        root = w.find(slot_node[slot])
+        if root not in composite:
+            by_root.setdefault(root, {"producers": [], "consumers": []})["consumers"].append(
+                (slot, (), ()))
+            continue
+        kind, items = composite[root]
+        for i, (r, _) in enumerate(items):
+            if r not in creator:
+                continue
+            if kind == "concat":
+                before = tuple(Slot(tuple(paths[creator[q][0]]), creator[q][1]) if q in creator
+                               else n for q, n in items[:i])
+                split = ()
+            else:
+                before, split = (), tuple(None if j == i else n for j, (_, n) in enumerate(items))
+            by_root.setdefault(r, {"producers": [], "consumers": []})["consumers"].append(
+                (slot, before, split))
     parts = {i: _producer_parts(w, pr) for i, pr in enumerate(w.producers)}
     by_kernel: dict[int, int] = {}
     for i, pr in enumerate(w.producers):
@@ -642,7 +700,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         slots = {}
         for i in members["producers"]:
             slots.setdefault(w.producers[i].slot, set()).add(w.producers[i].kind)
-        for s in members["consumers"]:
+        for s, _, _ in members["consumers"]:
             slots.setdefault(s, set()).add("consume")
         for s, roles in slots.items():
             if "consume" in roles and len(roles) > 1:
@@ -661,11 +719,12 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
             producers.append(Producer(Slot(path(lf), ax), path(bias) if bias is not None else None,
                                       bn_ref(bn) if bn else None))
         consumers = []
-        for lf, ax in members["consumers"]:
+        for (lf, ax), before, split in members["consumers"]:
             k = by_kernel.get(lf)
             cb, cbn = (parts[k][0], parts[k][1]) if k is not None else (None, None)
             consumers.append(Consumer(path(lf), ax, bias=path(cb) if cb is not None else None,
-                                      bn=bn_ref(cbn) if (cb is None and cbn) else None))
+                                      bn=bn_ref(cbn) if (cb is None and cbn) else None,
+                                      before=before, split=split))
         if not consumers:
             why.append("no kernel reads the units")
         if why:
@@ -676,7 +735,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
     reduced_roots = {w.find(_leaf_axis(g, paths)) for g in spec}
     class_slot = {r: s for r, s in class_slot.items() if r in reduced_roots}
     return Discovery(tuple(spec), stopped, paths, closed, w.n_leaves, w.find, shapes, w.scopes,
-                     class_slot)
+                     class_slot, composite)
 
 
 def _leaf_axis(group: UnitGroup, paths: list[Path]) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from flax import nnx
 from condensation.archs import architecture
 from condensation.archs.mobilenetv2 import default_widths
 from condensation.condense import condense_variables, split_unit
+from condensation.coupling import Slot
 from condensation.graph import discover
 from condensation.reduce_model import ReducedModel, load_reduced, reduce_model
 
@@ -77,7 +78,8 @@ def _split_every_group(variables, spec):
 
 LINEN_ZOO = [
     (zoo.ResNetish, (4, 5, 6, 7), (2, 8, 8, 3), 1),
-    (zoo.UNetish, (4, 5, 6), (2, 8, 8, 3), 3),
+    (zoo.UNetish, (4, 5, 6), (2, 8, 8, 3), 1),
+    (zoo.FlattenCNN, (4, 5), (2, 6, 6, 3), 1),
     (zoo.MixerBlock, (5, 7), (2, 4, 12), 3),
     (zoo.TransformerBlock, (9,), (2, 4, 5), 4),
     (zoo.SharedLayer, (5,), (2, 6), 1),
@@ -264,3 +266,19 @@ def test_reduce_to_widths_and_to_a_fraction():
         reduce_model(m, v, x, threshold=0.9, keep=0.5)
     with pytest.raises(ValueError, match=r"widths\['Conv_1'\] = 9: allowed 1..5"):
         reduce_model(m, v, x, widths={"Conv_1": 9})
+
+
+def test_concatenated_and_flattened_units_are_consumed_at_their_place():
+    """A U-Net skip: the encoder's channels come after the middle's in the decoder's input; a
+    flatten: each channel is every 4th row (3 x 3 positions, channels last) of the dense kernel."""
+    x = jnp.ones((2, 8, 8, 3))
+    m = zoo.UNetish((4, 5, 6))
+    found = discover(lambda v, x: m.apply(v, x), jax.eval_shape(m.init, jax.random.key(0), x), x)
+    enc = next(g for g in found.spec if g.name == "Conv_0")
+    dec = next(c for c in enc.consumers if c.path == ("params", "Conv_2", "kernel"))
+    assert dec.before == (Slot(("params", "Conv_1", "kernel"), 3),) and not dec.split
+    x = jnp.ones((2, 6, 6, 3))
+    m = zoo.FlattenCNN((4, 5))
+    found = discover(lambda v, x: m.apply(v, x), jax.eval_shape(m.init, jax.random.key(0), x), x)
+    (dense,) = found.spec[0].consumers
+    assert dense.path == ("params", "Dense_0", "kernel") and dense.split == (3, 3, None)

@@ -50,6 +50,20 @@ class UNetish(nn.Module):
         return nn.Conv(2, (1, 1))(dec)
 
 
+class FlattenCNN(nn.Module):
+    """Conv, pool, the channels flattened with the positions into a dense layer (a channel is
+    H*W rows of its kernel), dense head. widths: (conv, dense)."""
+
+    widths: tuple
+
+    @nn.compact
+    def __call__(self, x):
+        c, h = self.widths
+        x = nn.max_pool(nn.relu(nn.Conv(c, (3, 3))(x)), (2, 2), (2, 2))
+        x = nn.relu(nn.Dense(h)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(3)(x)
+
+
 class MixerBlock(nn.Module):
     """MLP-Mixer: patch embedding, token mixing and channel mixing MLPs with LayerNorm and
     residuals, mean over tokens, head. widths: (token hidden, channel hidden)."""
