@@ -282,3 +282,38 @@ def test_concatenated_and_flattened_units_are_consumed_at_their_place():
     found = discover(lambda v, x: m.apply(v, x), jax.eval_shape(m.init, jax.random.key(0), x), x)
     (dense,) = found.spec[0].consumers
     assert dense.path == ("params", "Dense_0", "kernel") and dense.split == (3, 3, None)
+
+
+@pytest.mark.slow
+def test_every_zoo_model_saved_reduced_runs_in_a_fresh_process(tmp_path):
+    """Each zoo model (linen and nnx) reduced to half its units per group, saved, and run by
+    one fresh process from the saved folder and the model's own class: the same outputs."""
+    cases = {name: (cls, widths, shape) for cls, widths, shape, _ in LINEN_ZOO
+             for name in [cls.__name__]}
+    code = ["import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import zoo",
+            "from flax import nnx; from condensation.reduce_model import load_reduced"]
+    for name, (cls, widths, shape) in cases.items():
+        x = jax.random.normal(jax.random.key(1), shape)
+        m = cls(widths)
+        reduced = reduce_model(m, _init(m, x), x, keep=0.5)
+        assert reduced.params_after < reduced.params_before
+        reduced.save(tmp_path / name)
+        np.save(tmp_path / f"{name}_x.npy", np.asarray(x))
+        np.save(tmp_path / f"{name}_want.npy", np.asarray(reduced(x)))
+        code.append(f"r = load_reduced(sys.argv[2] + '/{name}', zoo.{name}({widths!r}))")
+        code.append(f"np.save(sys.argv[2] + '/{name}_got.npy', np.asarray(r(np.load(sys.argv[2] + "
+                    f"'/{name}_x.npy'))))")
+    x = jax.random.normal(jax.random.key(1), (3, 4))
+    reduced = reduce_model(zoo.NNXMLP((5, 6), rngs=nnx.Rngs(0)), None, x, keep=0.5)
+    reduced.save(tmp_path / "NNXMLP")
+    np.save(tmp_path / "NNXMLP_x.npy", np.asarray(x))
+    np.save(tmp_path / "NNXMLP_want.npy", np.asarray(reduced(x)))
+    code.append("r = load_reduced(sys.argv[2] + '/NNXMLP', zoo.NNXMLP((5, 6), rngs=nnx.Rngs(7)))")
+    code.append("np.save(sys.argv[2] + '/NNXMLP_got.npy', np.asarray(r(np.load(sys.argv[2] + "
+                "'/NNXMLP_x.npy'))))")
+    out = subprocess.run([sys.executable, "-c", "\n".join(code), str(HERE), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name in [*cases, "NNXMLP"]:
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}_got.npy"),
+                                   np.load(tmp_path / f"{name}_want.npy"), atol=1e-5, err_msg=name)
