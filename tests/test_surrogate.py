@@ -51,3 +51,64 @@ def test_published_surrogate_steps_like_cantera(which):
     # the step must track Cantera's temperature change, not merely stay near the input.
     assert got["T_mae"] <= 3 * published + 0.1
     assert got["T_mae"] < got["dT_mean"]
+
+
+def _published(which="reduced"):
+    folder = PUBLISHED / "surrogate" / which
+    if not (folder / "network.json").exists():
+        pytest.skip(f"{folder} is not published")
+    from condensation.combustion import load_surrogate
+    return load_surrogate(folder)
+
+
+def test_a_cold_mixture_stays_cold_under_the_guard():
+    """300 K H2/air stepped for 2 ms: frozen by the default guard (the raw network heats it)."""
+    import numpy as np
+
+    from condensation.combustion.chem import initial_mass_fractions
+    s = _published()
+    T, P = np.full(4, 300.0), np.full(4, 101325.0)
+    Y = np.tile(initial_mass_fractions(s.mechanism_name, 1.0), (4, 1))
+    for _ in range(2000):
+        T, Y, status = s.step(T, P, Y, return_guarded=True)
+    assert np.all(status == 1) and np.abs(np.asarray(T) - 300.0).max() <= 1.0
+
+
+def test_outside_the_envelope_raises_or_falls_back_to_cantera():
+    import numpy as np
+
+    from condensation.combustion.chem import cantera_trajectory, step_cantera
+    s = _published()
+    _, T, Y = cantera_trajectory(s.mechanism_name, 1200.0, 20 * 101325.0, 1.0, s.dt, 30)
+    with pytest.raises(ValueError, match=r"P = 2\.0265e\+06 \(state 0\); the envelope is "
+                                         r"P in \[50664\.8, 202624\] \(Pa\)"):
+        s.step(T[10:12], 20 * 101325.0, Y[10:12], guard="raise")
+    T1, Y1, status = s.step(T[10:12], 20 * 101325.0, Y[10:12], return_guarded=True)
+    assert list(status) == [2, 2]
+    want = step_cantera(s.mechanism_name, T[10], 20 * 101325.0, Y[10], s.dt)
+    assert abs(T1[0] - want[0]) < 1e-6 and np.allclose(Y1[0], want[1], atol=1e-12)
+    with pytest.raises(ValueError, match="guard='nope'; allowed: cantera, frozen, raise, off"):
+        s.step(T[:2], 101325.0, Y[:2], guard="nope")
+
+
+def test_any_batch_size_compiles_a_handful_of_times():
+    """Sizes 1..300 in random order: one compilation per power-of-two bucket, results equal to
+    the network evaluated on exactly that batch."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from condensation.combustion import surrogate as sur
+    from condensation.combustion.chem import cantera_trajectory
+    s = _published()
+    _, T, Y = cantera_trajectory(s.mechanism_name, 1250.0, 101325.0, 1.0, s.dt, 300)
+    before = sur._step._cache_size()
+    sizes = np.random.default_rng(0).permutation(np.arange(1, 301))
+    for n in sizes:
+        T1, Y1 = s.step(T[:n], 101325.0, Y[:n])
+    assert sur._step._cache_size() - before <= 6     # buckets 16, 32, ..., 512
+    for n in (1, 37, 300):
+        T1, Y1 = s.step(T[:n], 101325.0, Y[:n])
+        T2, Y2 = sur._step(s, s.variables, jnp.asarray(T[:n], jnp.float32),
+                           jnp.full(n, 101325.0, jnp.float32), jnp.asarray(Y[:n], jnp.float32))
+        np.testing.assert_allclose(T1, T2, rtol=1e-5)
+        np.testing.assert_allclose(Y1, Y2, rtol=1e-5, atol=1e-9)

@@ -10,11 +10,27 @@ y = [dT/dt, d boxcox(Y_active)/dt]; inert species are carried unchanged.
     from condensation.combustion import load_surrogate
     s = load_surrogate("results/combustion/surrogate/reduced")
     T1, Y1 = s.step(T, P, Y)          # T [B] K, P [B] Pa, Y [B, len(s.species)]
+
+**The training envelope** (``network.json``: ``surrogate.envelope``, the ranges of T, P and the
+equivalence ratio over the training states) guards every ``step``; states outside it are not
+given to the network as if it knew them. ``guard`` (at load or per call):
+
+- ``"cantera"`` (default): cold states (T below the envelope, where chemistry is frozen in
+  practice; a 300 K mixture stays at 300 K) are returned unchanged, other outside states are
+  advanced by a fresh Cantera reactor (exact, slow);
+- ``"frozen"``: every outside state is returned unchanged;
+- ``"raise"``: one ``ValueError`` naming the variable, the offending value and the envelope;
+- ``"off"``: no check (the network extrapolates).
+
+``step(..., return_guarded=True)`` also returns per state 0 (network), 1 (frozen) or 2 (Cantera).
+**Any batch size** runs compiled: batches are padded to the next power of two (at least 16),
+so a solver whose number of cells changes every step compiles a handful of times.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +43,8 @@ from condensation.combustion import chem
 from condensation.combustion.data import Normalizer, apply_labels, features
 from condensation.network import Network
 from condensation.saved import load_network, save_network
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +65,8 @@ class Surrogate:
     x_norm: Normalizer
     y_norm: Normalizer
     conserve: bool = True
+    envelope: dict[str, Any] | None = None
+    guard: str = "cantera"
 
     def _key(self):
         return (self.net.arch, self.net.widths, repr(sorted(self.net.options.items())),
@@ -64,15 +84,62 @@ class Surrogate:
     def species(self) -> tuple[str, ...]:
         return tuple(self.mechanism.species)
 
-    def step(self, T, P, Y):
-        """Advance by ``dt``. T [B] K, P [B] Pa, Y [B, ns] -> (T_next [B], Y_next [B, ns])."""
-        T = jnp.asarray(T, jnp.float32)
-        P = jnp.broadcast_to(jnp.asarray(P, jnp.float32), T.shape)
-        Y = jnp.asarray(Y, jnp.float32)
-        if Y.ndim != T.ndim + 1 or Y.shape[-1] != len(self.species):
-            raise ValueError(f"Y must be [B, {len(self.species)}] (mass fractions over "
-                             f".species), got {Y.shape} for T {T.shape}")
-        return _step(self, self.variables, T, P, Y)
+    def step(self, T, P, Y, guard: str | None = None, return_guarded: bool = False):
+        """Advance by ``dt``. T [B] K, P [B] Pa, Y [B, ns] -> (T_next [B], Y_next [B, ns]),
+        states outside the training envelope handled by ``guard`` (default: the surrogate's;
+        see the module docstring); with ``return_guarded`` also a [B] int8 array: 0 network,
+        1 frozen, 2 Cantera."""
+        guard = self.guard if guard is None else guard
+        if guard not in GUARDS:
+            raise ValueError(f"guard={guard!r}; allowed: {', '.join(GUARDS)}")
+        T = np.atleast_1d(np.asarray(T, np.float64))
+        P = np.broadcast_to(np.asarray(P, np.float64), T.shape)
+        Y = np.asarray(Y, np.float64)
+        if T.ndim != 1 or Y.shape != (len(T), len(self.species)):
+            raise ValueError(f"T must be [B] and Y [B, {len(self.species)}] (mass fractions over "
+                             f".species), got T {T.shape} and Y {Y.shape}")
+        status = self.guarded(T, P, Y, guard)
+        n = len(T)
+        m = bucket(n)
+        pad = lambda a: np.concatenate([a, np.repeat(a[:1], m - n, axis=0)]) if m > n else a
+        T1, Y1 = _step(self, self.variables, jnp.asarray(pad(T), jnp.float32),
+                       jnp.asarray(pad(P), jnp.float32), jnp.asarray(pad(Y), jnp.float32))
+        T1, Y1 = T1[:n], Y1[:n]
+        if status.any():
+            T1, Y1 = np.array(T1), np.array(Y1)
+            frozen = status == 1
+            T1[frozen], Y1[frozen] = T[frozen], Y[frozen]
+            for i in np.nonzero(status == 2)[0]:
+                T1[i], Y1[i] = chem.step_cantera(self.mechanism_name, T[i], P[i], Y[i], self.dt)
+            logger.debug("surrogate step: %d of %d states outside the envelope (%d frozen, "
+                         "%d by Cantera)", int((status > 0).sum()), n, int(frozen.sum()),
+                         int((status == 2).sum()))
+        return (T1, Y1, status) if return_guarded else (T1, Y1)
+
+    def guarded(self, T, P, Y, guard: str | None = None) -> np.ndarray:
+        """[B] int8: what ``guard`` does with each state (0 network, 1 frozen, 2 Cantera);
+        ``raise`` raises for the first variable outside the envelope."""
+        guard = self.guard if guard is None else guard
+        status = np.zeros(len(T), np.int8)
+        if guard == "off" or not self.envelope:
+            return status
+        values = {"T": T, "P": P, "phi": equivalence_ratio(self.mechanism, Y)}
+        outside = np.zeros(len(T), bool)
+        for name, v in values.items():
+            lo, hi = self.envelope[name]
+            bad = (v < lo) | (v > hi)
+            if guard == "raise" and bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(
+                    f"{int(bad.sum())} state(s) outside the surrogate's training envelope: "
+                    f"{name} = {v[i]:.6g} (state {i}); the envelope is {name} in [{lo:.6g}, "
+                    f"{hi:.6g}] ({ENVELOPE_UNITS[name]}). Use guard='cantera' or 'frozen' to "
+                    "step such states without the network")
+            outside |= bad
+        cold = T < self.envelope["T"][0]
+        status[outside] = 1 if guard == "frozen" else 2
+        status[cold] = 1
+        return status
 
     def rollout(self, T0, P, Y0, n_steps: int):
         """Iterate ``step`` ``n_steps`` times in one compiled loop.
@@ -86,6 +153,46 @@ class Surrogate:
     def with_variables(self, variables) -> Surrogate:
         """The same surrogate with other weights of the same shapes (reuses compiled code)."""
         return dataclasses.replace(self, variables=variables)
+
+
+GUARDS = ("cantera", "frozen", "raise", "off")
+ENVELOPE_UNITS = {"T": "K", "P": "Pa", "phi": "equivalence ratio from the elements"}
+
+
+def bucket(n: int) -> int:
+    """The padded batch size of ``n`` states: the next power of two, at least 16."""
+    return max(16, 1 << max(0, int(n) - 1).bit_length())
+
+
+def equivalence_ratio(mech: chem.Mechanism, Y) -> np.ndarray:
+    """[B] the equivalence ratio of each mixture from its elements,
+    ``(2 n_C + n_H / 2) / n_O`` (moles per unit mass; nitrogen and noble gases inert): the
+    same for a mixture before and after it burns."""
+    Z = np.asarray(chem.element_mass_fractions(mech, np.asarray(Y, np.float64)))
+    moles = {e: Z[..., i] / ATOMIC_WEIGHTS[e] for i, e in enumerate(mech.elements)
+             if e in ATOMIC_WEIGHTS}
+    fuel = 2 * moles.get("C", 0.0) + 0.5 * moles.get("H", 0.0)
+    return fuel / np.maximum(moles.get("O", 0.0), 1e-300)
+
+
+ATOMIC_WEIGHTS = {"C": 12.011, "H": 1.008, "O": 15.999}
+
+
+def training_envelope(mech: chem.Mechanism, T, P, Y, along=None) -> dict[str, Any]:
+    """The ranges of T [K], P [Pa] and the equivalence ratio over the training states ``along``
+    the Cantera trajectories (a boolean mask; default all): what ``step`` guards; and under
+    ``reach`` the same over every training state, perturbed ones included (how far the
+    multi-scale perturbations reach: far in composition, so not a useful guard)."""
+    phi = equivalence_ratio(mech, Y)
+    along = np.ones(len(T), bool) if along is None else np.asarray(along, bool)
+
+    def ranges(mask):
+        return {"T": [float(np.min(T[mask])), float(np.max(T[mask]))],
+                "P": [float(np.min(P[mask])), float(np.max(P[mask]))],
+                "phi": [float(np.min(phi[mask])), float(np.max(phi[mask]))]}
+
+    return {**ranges(along), "n_states": int(along.sum()),
+            "reach": {**ranges(np.ones(len(T), bool)), "n_states": int(len(T))}}
 
 
 def _advance(s: Surrogate, variables, T, P, Y, h, elements):
@@ -130,7 +237,8 @@ def surrogate_metadata(mechanism: str, species, active_index, dt: float, x_norm:
             "y_mean": y_norm.to_dict()["mean"], "y_std": y_norm.to_dict()["std"], **extra}
 
 
-def make_surrogate(net: Network, variables, meta: dict[str, Any], conserve: bool = True) -> Surrogate:
+def make_surrogate(net: Network, variables, meta: dict[str, Any], conserve: bool = True,
+                   guard: str = "cantera") -> Surrogate:
     mech = chem.Mechanism.load(meta["mechanism"])
     if list(mech.species) != list(meta["species"]):
         raise ValueError(f"mechanism {meta['mechanism']} has species {list(mech.species)}, "
@@ -141,7 +249,7 @@ def make_surrogate(net: Network, variables, meta: dict[str, Any], conserve: bool
         dt=float(meta["dt"]),
         x_norm=Normalizer.from_dict({"mean": meta["x_mean"], "std": meta["x_std"]}),
         y_norm=Normalizer.from_dict({"mean": meta["y_mean"], "std": meta["y_std"]}),
-        conserve=conserve,
+        conserve=conserve, envelope=meta.get("envelope"), guard=guard,
     )
 
 
@@ -150,10 +258,16 @@ def export_surrogate(folder: str | Path, net: Network, variables, meta: dict[str
     save_network(folder, net, variables, surrogate=meta, **extra)
 
 
-def load_surrogate(path: str | Path, conserve: bool = True) -> Surrogate:
-    """Load an exported surrogate folder (no Hydra, no training code needed)."""
+def load_surrogate(path: str | Path, conserve: bool = True, guard: str = "cantera") -> Surrogate:
+    """Load an exported surrogate folder (no Hydra, no training code needed); ``guard`` is what
+    ``step`` does with states outside the training envelope (module docstring)."""
+    if guard not in GUARDS:
+        raise ValueError(f"guard={guard!r}; allowed: {', '.join(GUARDS)}")
     net, variables, meta = load_network(path)
     if "surrogate" not in meta:
         raise ValueError(f"{path}/network.json has no 'surrogate' entry: not an exported "
                          "combustion surrogate (see condensation.combustion.export_surrogate)")
-    return make_surrogate(net, variables, meta["surrogate"], conserve=conserve)
+    if guard != "off" and "envelope" not in meta["surrogate"]:
+        logger.warning("%s has no training envelope (exported before it was recorded): its "
+                       "steps are not guarded; scripts/envelope.py adds it", path)
+    return make_surrogate(net, variables, meta["surrogate"], conserve=conserve, guard=guard)

@@ -19,12 +19,18 @@ import numpy as np
 
 from condensation.combustion import chem
 from condensation.combustion.data import (
+    KIND_TRAJECTORY,
     CombustionDataConfig,
     apply_labels,
     features,
     generate,
 )
-from condensation.combustion.surrogate import Surrogate, make_surrogate, surrogate_metadata
+from condensation.combustion.surrogate import (
+    Surrogate,
+    make_surrogate,
+    surrogate_metadata,
+    training_envelope,
+)
 from condensation.tasks.base import Task, register
 
 logger = logging.getLogger(__name__)
@@ -135,8 +141,12 @@ def combustion_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
     splits = {s: data.xy(s) for s in ("train", "val", "test")}
     norm = {s: (x_norm.apply(x).astype(np.float32), y_norm.apply(y).astype(np.float32))
             for s, (x, y) in splits.items()}
+    train = data["train"]
     meta = surrogate_metadata(dcfg.mechanism, data.species, data.active_index, dcfg.dt,
-                              x_norm, y_norm, fuel=dcfg.fuel, oxidizer=dcfg.oxidizer)
+                              x_norm, y_norm, fuel=dcfg.fuel, oxidizer=dcfg.oxidizer,
+                              envelope=training_envelope(chem.Mechanism.load(dcfg.mechanism),
+                                                         train.T, train.P, train.Y,
+                                                         along=train.kind == KIND_TRAJECTORY))
     refs: dict[str, Reference] = {}
     surrogates: dict[tuple, Surrogate] = {}
 
