@@ -269,8 +269,10 @@ class CombustionData:
         x, y = self.xy("train", dtype=np.float64)
         return Normalizer.fit(x), Normalizer.fit(y)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write data.npz (atomically: temp file, then rename) into `directory`."""
+    def save(self, directory: str | os.PathLike, *, splits: tuple[str, ...] | None = None,
+             name: str = "data.npz", compressed: bool = False) -> Path:
+        """Write `name` (default data.npz; atomically: temp file, then rename) into `directory`;
+        only the `splits` given (default all), compressed if asked."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
@@ -281,20 +283,23 @@ class CombustionData:
                 "dt": self.dt, "config": self.config, "stats": self.stats,
             })),
         }
-        for name, split in self.splits.items():
+        for split_name, split in self.splits.items():
+            if splits is not None and split_name not in splits:
+                continue
             for f in dataclasses.fields(SplitData):
-                arrays[f"{name}.{f.name}"] = getattr(split, f.name)
-        path = directory / "data.npz"
-        tmp = directory / f".data.npz.tmp-{os.getpid()}"
+                arrays[f"{split_name}.{f.name}"] = getattr(split, f.name)
+        path = directory / name
+        tmp = directory / f".{name}.tmp-{os.getpid()}"
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CombustionData:
-        """Read what `save` wrote into `directory`."""
-        with np.load(Path(directory) / "data.npz", allow_pickle=False) as z:
+        """Read what `save` wrote into `directory` (its data.npz), or the file `directory`."""
+        path = Path(directory)
+        with np.load(path if path.is_file() else path / "data.npz", allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             splits = {}
             names = sorted({k.split(".", 1)[0] for k in z.files if "." in k})

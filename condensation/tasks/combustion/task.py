@@ -9,6 +9,7 @@ validation conditions' rollout error chooses the checkpoint (``task.selection``)
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import numpy as np
 from condensation.combustion import chem
 from condensation.combustion.data import (
     KIND_TRAJECTORY,
+    CombustionData,
     CombustionDataConfig,
+    Normalizer,
     apply_labels,
     features,
     generate,
@@ -134,19 +137,37 @@ def combustion_task(cfg: dict[str, Any], seed: int, workdir: Path) -> Task:
     cfg = dict(cfg)
     rollout = {**ROLLOUT_DEFAULTS, **(cfg.pop("rollout", None) or {})}
     cache_dir = Path(cfg.pop("cache_dir", ".cache/condensation"))
+    heldout, saved_norm = cfg.pop("heldout", None), cfg.pop("normalizers", None)
     cfg.pop("name", None)
     dcfg = CombustionDataConfig.from_dict(cfg)
-    data = generate(dcfg, cache_dir)
-    x_norm, y_norm = data.normalizers()
-    splits = {s: data.xy(s) for s in ("train", "val", "test")}
+    if heldout is None:
+        data = generate(dcfg, cache_dir)
+        x_norm, y_norm = data.normalizers()
+        names = ("train", "val", "test")
+    else:   # evaluation of a published network: its held-out splits, its own normalization
+        data = CombustionData.load(heldout)
+        same = [{k: v for k, v in json.loads(json.dumps(c)).items() if k != "workers"}
+                for c in (data.config, dataclasses.asdict(dcfg))]
+        if same[0] != same[1]:
+            raise ValueError(f"{heldout} holds the held-out data of another data config than "
+                             "the run's config.yaml")
+        x_norm = Normalizer.from_dict({"mean": saved_norm["x_mean"], "std": saved_norm["x_std"]})
+        y_norm = Normalizer.from_dict({"mean": saved_norm["y_mean"], "std": saved_norm["y_std"]})
+        names = ("val", "test")
+    splits = {s: data.xy(s) for s in names}
+    if heldout is not None:
+        splits["train"] = tuple(np.zeros((0, v.shape[1]), np.float32) for v in splits["test"])
     norm = {s: (x_norm.apply(x).astype(np.float32), y_norm.apply(y).astype(np.float32))
             for s, (x, y) in splits.items()}
-    train = data["train"]
+    if heldout is None:
+        train = data["train"]
+        envelope = training_envelope(chem.Mechanism.load(dcfg.mechanism), train.T, train.P,
+                                     train.Y, along=train.kind == KIND_TRAJECTORY)
+    else:
+        envelope = saved_norm.get("envelope")
     meta = surrogate_metadata(dcfg.mechanism, data.species, data.active_index, dcfg.dt,
                               x_norm, y_norm, fuel=dcfg.fuel, oxidizer=dcfg.oxidizer,
-                              envelope=training_envelope(chem.Mechanism.load(dcfg.mechanism),
-                                                         train.T, train.P, train.Y,
-                                                         along=train.kind == KIND_TRAJECTORY))
+                              envelope=envelope)
     refs: dict[str, Reference] = {}
     surrogates: dict[tuple, Surrogate] = {}
 
