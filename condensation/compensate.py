@@ -36,6 +36,12 @@ def _slices(kernel: np.ndarray, slot: Consumer) -> np.ndarray:
     return k.reshape(k.shape[0], -1)
 
 
+def _input_of(inputs: Inputs, c: Consumer):
+    """A consumer's captured input: keyed by its kernel's path (any model, traced) or by its
+    module's path (flax.linen interception)."""
+    return inputs[c.path] if c.path in inputs else inputs[module_path(c)]
+
+
 def importance(variables: Variables, group: UnitGroup, inputs: Inputs) -> np.ndarray:
     """[n]: each unit's output energy on the calibration data times the squared norm of its
     outgoing weights (summed over the group's consumers)."""
@@ -128,10 +134,10 @@ def refit_consumers(before: Variables, after: Variables, group: UnitGroup, input
     keep = np.asarray(keep)
     updates = {}
     for c in group.consumers:
-        x, reader = inputs[module_path(c)]
+        x, reader = _input_of(inputs, c)
         kernel = np.moveaxis(np.asarray(get(before, c.path), np.float32), c.axis, -2)  # [..., n, out]
         ptp, pty, sp, sy, m = _normal_equations(
-            x, keep, kernel, reader, after=None if survivors is None else survivors[module_path(c)][0])
+            x, keep, kernel, reader, after=None if survivors is None else _input_of(survivors, c)[0])
         intercept = c.bias is not None or c.bn is not None
         if intercept:  # centre: the constant is fitted apart
             ptp, pty = ptp - np.outer(sp, sp) / m, pty - np.outer(sp, sy) / m

@@ -113,6 +113,7 @@ class Discovery:
     _scopes: list[dict]
     _class_slot: dict[Node, tuple[int, int]]
     _composite: dict[Node, tuple[str, list[tuple[Node, int]]]]
+    _reads: dict[tuple[int, int], list] = field(default_factory=dict)
 
     def report(self) -> str:
         lines = [f"{len(self.spec)} unit groups:"]
@@ -152,6 +153,9 @@ class _Walk:
         self.eps: dict[int, float] = {}                     # leaf -> eps added to it
         self.scopes: list[dict] = []
         self.next_id = 0
+        # where each consumer kernel reads its input: (scope, equation) -> [(slot, operand, how)]
+        self.reads: dict[tuple[int, int], list] = {}
+        self.at: tuple[int, int] = (0, 0)
 
     # -- union-find over (array, axis) --------------------------------------------------------
     def find(self, n: Node) -> Node:
@@ -212,12 +216,14 @@ class _Walk:
         jaxpr = closed.jaxpr
         env: dict = {}
         self.scopes.append(env)
+        scope = len(self.scopes) - 1
         for v, c in zip(jaxpr.constvars, closed.consts, strict=False):
             env[v] = self.const(np.shape(c))
         for v, aid in zip(jaxpr.invars, in_ids, strict=False):
             env[v] = aid
-        for eqn in jaxpr.eqns:
+        for k, eqn in enumerate(jaxpr.eqns):
             ins = [self.operand(env, x) for x in eqn.invars]
+            self.at = (scope, k)
             outs = self.eqn(eqn, ins)
             for v, aid in zip(eqn.outvars, outs, strict=False):
                 env[v] = aid
@@ -510,6 +516,12 @@ class _Walk:
                 if slot is not None:
                     self.roles.setdefault(slot, set()).add("consume")
                     self.consumer_order.append(slot)
+                    d_idx, d_arr, d_ax = (0, la, a) if la.kind == "data" else (1, ra, b)
+                    plain = (len(lc) == 1 and not lb and d_ax == len(d_arr.shape) - 1
+                             and len(p_arr.shape) == 2)
+                    self.reads.setdefault(self.at, []).append(
+                        (slot, d_idx, ("dense",) if plain else "a product other than x[..., C] "
+                                      "@ kernel[C, out]"))
         prod = list(self.arrays[oid].prod)
         for o, (tag, a, b) in enumerate(order):
             if tag == "b":
@@ -547,6 +559,12 @@ class _Walk:
             if slot is not None:
                 self.roles.setdefault(slot, set()).add("consume")
                 self.consumer_order.append(slot)
+                nhwc = (tuple(lhs_spec) == (0, 3, 1, 2) and tuple(rhs_spec) == (3, 2, 0, 1)
+                        and all(d == 1 for d in (p.get("lhs_dilation") or (1,)))
+                        and all(d == 1 for d in (p.get("rhs_dilation") or (1,))))
+                self.reads.setdefault(self.at, []).append(
+                    (slot, 0, ("conv", tuple(p["window_strides"]), tuple(map(tuple, p["padding"])))
+                     if nhwc else "a convolution not NHWC x HWIO or dilated"))
             self.join((oid, of), (ri, rout))
             slot = self.kernel_slot(ra, rout, (ri, rout), "convolution")
             if slot is not None:
@@ -735,7 +753,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
     reduced_roots = {w.find(_leaf_axis(g, paths)) for g in spec}
     class_slot = {r: s for r, s in class_slot.items() if r in reduced_roots}
     return Discovery(tuple(spec), stopped, paths, closed, w.n_leaves, w.find, shapes, w.scopes,
-                     class_slot, composite)
+                     class_slot, composite, w.reads)
 
 
 def _leaf_axis(group: UnitGroup, paths: list[Path]) -> tuple[int, int]:

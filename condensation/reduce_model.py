@@ -33,6 +33,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from condensation import graph as disc
+from condensation.compensate import refit_consumers
 from condensation.condense import (
     assign_groups,
     check_threshold,
@@ -192,7 +193,8 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
                  threshold: float | None = None, keep: float | None = None,
                  widths: Mapping[str, int] | None = None,
                  apply_kwargs: Mapping[str, Any] | None = None,
-                 groups: Sequence[str] | None = None) -> ReducedModel:
+                 groups: Sequence[str] | None = None, data: Any = None,
+                 compensate: bool = False) -> ReducedModel:
     """Condense a trained Flax model: in every discovered unit group, units whose input vectors
     (BatchNorm folded) are aligned are merged, the group's outgoing weights summed into its
     representative (the paper's merge). Say how far with exactly one of ``threshold``, ``keep``
@@ -210,6 +212,11 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
       apply_kwargs: keyword arguments of the call (``{'train': False}``; for nnx ``method``).
       groups: names of the discovered groups to reduce (default: all, or the keys of
         ``widths``); ``condensation.discover(...).report()`` lists them and what was left alone.
+      data: calibration inputs (a batch, run in one pass), for ``compensate``.
+      compensate: after each group's merge, refit its consumers' kernel slices (and bias, or
+        the following BatchNorm's mean) by ridge least squares so that each consumer's output
+        on ``data`` stays what it was before the merge (the experiments' ``lstsq`` stage;
+        dense and NHWC convolution consumers).
     """
     from condensation.reduction import threshold_for
 
@@ -220,6 +227,8 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
         threshold = check_threshold(threshold)
     if keep is not None and not 0.0 < float(keep) <= 1.0:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
+    if compensate and data is None:
+        raise ValueError("compensate=True needs calibration inputs: data=<a batch of inputs>")
     fn, nnx_vars = model_function(model, apply_kwargs)
     if nnx_vars is not None:
         if variables is not None:
@@ -255,9 +264,54 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
             assignment = threshold_for(vectors, k)[1] if k < n else None
         k = n if assignment is None else num_groups(assignment)
         if k < n:
-            reduced = merge_group(reduced, assignment, group=g, n_groups=k)
+            inputs = traced_consumer_inputs(fn, variables, reduced, data, g.consumers) \
+                if compensate else None
+            merged = merge_group(reduced, assignment, group=g, n_groups=k)
+            if compensate:
+                survivors = np.nonzero(np.asarray(assignment) == np.arange(n))[0]
+                merged = refit_consumers(reduced, merged, g, inputs, survivors)
+            reduced = merged
         report.append(GroupWidth(g.name, n, k))
     return ReducedModel(fn, variables, reduced, report, d.stopped)
+
+
+def traced_consumer_inputs(fn: Callable, original: Any, variables: Any, x: Any,
+                           consumers) -> dict:
+    """What each consumer kernel reads when ``fn`` runs on ``x`` with ``variables`` (of any
+    widths; ``original``: the original variables or their shapes), keyed by the kernel's path,
+    with how it reads it (:class:`condensation.calibrate.Reader`): the calibration data of
+    compensation, for any model."""
+    from condensation.calibrate import Reader
+
+    d = disc.discover(fn, _structs(original), x)
+    leaves = jax.tree_util.tree_leaves(variables)
+    slots = {(d.paths.index(c.path), c.axis): c for c in consumers}
+    for c in consumers:
+        if not c.plain:
+            raise ValueError(f"{'/'.join(map(str, c.path))} reads its units concatenated or "
+                             "flattened with others: compensation refits whole consumer axes only")
+    shapes = d.new_shapes([np.shape(a) for a in leaves])
+    hows: dict = {}
+
+    @jax.jit
+    def run(v, x):
+        capture = dict.fromkeys(slots)
+        _evaluate(d, shapes, v + jax.tree_util.tree_leaves(x), capture)
+        hows.update({k: c[1] for k, c in capture.items() if c is not None})
+        return {k: c[0] for k, c in capture.items() if c is not None}
+
+    values = run(leaves, x)
+    out = {}
+    for key, c in slots.items():
+        if key not in values:
+            raise ValueError(f"{'/'.join(map(str, c.path))} was not applied in the forward pass")
+        value, how = values[key], hows[key]
+        if isinstance(how, str):
+            raise ValueError(f"compensation refits dense and convolution consumers; "
+                             f"{'/'.join(map(str, c.path))} is read by {how}")
+        reader = Reader("dense") if how[0] == "dense" else Reader("conv", how[1], how[2])
+        out[c.path] = (np.asarray(value), reader)
+    return out
 
 
 def _plain(tree):
@@ -269,14 +323,18 @@ def _plain(tree):
 
 # -- evaluation of a trace with resized shapes ----------------------------------------------------
 
-def _evaluate(d: disc.Discovery, shapes: dict[int, tuple[int, ...]], flat: list) -> list:
-    scopes = iter(d._scopes)
-    return _body(d.closed_jaxpr, flat, scopes, d, shapes)
+def _evaluate(d: disc.Discovery, shapes: dict[int, tuple[int, ...]], flat: list,
+              capture: dict | None = None) -> list:
+    """The trace on ``flat`` (variable leaves, then inputs) with the arrays ``shapes`` says;
+    ``capture`` ({(leaf, axis): None}) is filled with what those consumer kernels read."""
+    return _body(d.closed_jaxpr, flat, {"scope": 0, "capture": capture}, d, shapes)
 
 
-def _body(closed, args, scopes, d, shapes):
+def _body(closed, args, state, d, shapes):
     jaxpr = closed.jaxpr
-    ids = next(scopes)
+    scope = state["scope"]
+    ids = d._scopes[scope]
+    state["scope"] += 1
     env: dict = {}
     for v, c in zip(jaxpr.constvars, closed.consts, strict=False):
         env[v] = c
@@ -286,15 +344,19 @@ def _body(closed, args, scopes, d, shapes):
     def read(x):
         return x.val if isinstance(x, jcore.Literal) else env[x]
 
-    for eqn in jaxpr.eqns:
+    for k, eqn in enumerate(jaxpr.eqns):
         ins = [read(x) for x in eqn.invars]
         name = eqn.primitive.name
+        if state["capture"] is not None:
+            for slot, i, how in d._reads.get((scope, k), ()):
+                if slot in state["capture"]:
+                    state["capture"][slot] = (ins[i], how)
         if name in disc.CALLS and disc.CALLS[name] in eqn.params:
             sub = eqn.params[disc.CALLS[name]]
             if not hasattr(sub, "jaxpr"):
                 sub = jcore.ClosedJaxpr(sub, ())
             n_consts = eqn.params.get("num_consts", 0) if name == "custom_vjp_call_jaxpr" else 0
-            outs = _body(sub, ins[n_consts:] if n_consts else ins, scopes, d, shapes)
+            outs = _body(sub, ins[n_consts:] if n_consts else ins, state, d, shapes)
         else:
             new = [shapes[ids[v]] for v in eqn.outvars]
             params = _resized(eqn, [np.shape(x) for x in ins], new, d, ids)
