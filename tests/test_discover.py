@@ -323,7 +323,7 @@ def test_compensation_through_the_trace_brings_the_outputs_back():
     """ResNet-like (convolutions, BatchNorm after them, residual streams) and an nnx MLP reduced
     to half their units: refitting each group's consumers on calibration data brings held-out
     outputs much closer to the original's than the merge alone."""
-    for make, shape in ((lambda: zoo.ResNetish((8, 10, 12, 14)), (256, 8, 8, 3)),
+    for make, shape in ((lambda: zoo.ResNetish((8, 10, 12, 14)), (128, 6, 6, 3)),
                         (lambda: zoo.NNXMLP((12, 14), rngs=nnx.Rngs(0)), (256, 4))):
         m = make()
         x = jax.random.normal(jax.random.key(1), shape)

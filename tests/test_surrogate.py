@@ -179,6 +179,7 @@ def test_pasr_with_cold_inflow_guards_and_follows_cantera():
     assert np.max(np.abs(got.mean_T / ref.mean_T - 1)) < 0.02
 
 
+@pytest.mark.slow
 def test_pasr_script_writes_its_results(tmp_path):
     import json
 
