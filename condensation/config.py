@@ -208,6 +208,8 @@ class MobileNetV2(MLP):
     stages: list[list[int]] = spec(
         factory=lambda: [list(st) for st in TORCHVISION_STAGES],
         allowed="a non-empty list of stages [t, c, n, s] (positive integers)", check=_is_stages)
+    dropout: float = spec(0.0, allowed="a rate in [0, 1) before the classifier (torchvision: 0.2)",
+                          check=lambda v: 0.0 <= v < 1.0)
     spec_options: TieStream = spec(factory=TieStream)
 
     def cross_checks(self) -> None:

@@ -133,6 +133,8 @@ def train_step(state: TrainState, batch: Batch, *, module: nn.Module,
     """One step; with ``distill``, towards the outputs of ``teacher`` (its variables) too."""
     x, y = batch
     rng, aug_rng = jax.random.split(state.rng)
+    # dropout's stream: derived, so that the augmentation's draws are what they were before
+    rngs = {"dropout": jax.random.fold_in(aug_rng, 1)}
     if augment is not None:
         x = augment(aug_rng, x)
     has_bn = bool(state.batch_stats)
@@ -141,9 +143,9 @@ def train_step(state: TrainState, batch: Batch, *, module: nn.Module,
     def objective(params):
         v = {"params": params, **({"batch_stats": state.batch_stats} if has_bn else {})}
         if has_bn:
-            out, updates = module.apply(v, x, train=True, mutable=["batch_stats"])
+            out, updates = module.apply(v, x, train=True, mutable=["batch_stats"], rngs=rngs)
         else:
-            out, updates = module.apply(v, x, train=True), {}
+            out, updates = module.apply(v, x, train=True, rngs=rngs), {}
         value = loss_fn(loss, out, y).mean()
         if distill is not None:
             d = distill_loss(loss, out, target, distill.temperature).mean()

@@ -219,3 +219,21 @@ def test_residual_stream_coupling_cannot_be_ignored():
     wrong = _merge_judged_by(diff, creator_only, stream)
     assert widths_of(net, wrong) == net.widths
     assert np.abs(apply(net, wrong, x) - y).max() > 1e-2
+
+
+def test_classifier_dropout_acts_in_training_only():
+    """model.dropout (torchvision: 0.2) drops features before the classifier when training,
+    with the train step's dropout stream; evaluation is deterministic; 0 leaves no Dropout."""
+    stages = ((1, 4, 1, 1), (2, 6, 2, 2))
+    widths = default_widths(stages, stem=4, head=8)
+    net = Network("mobilenetv2", widths, {"num_classes": 3, "stages": stages, "dropout": 0.5})
+    x, variables = small_variables(net)
+    m = net.module()
+    a = m.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})[0]
+    b = m.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})[0]
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(m.apply(variables, x), m.apply(variables, x))
+    plain = Network("mobilenetv2", widths, {"num_classes": 3, "stages": stages})
+    np.testing.assert_allclose(apply(plain, variables, x), apply(net, variables, x), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        Network("mobilenetv2", widths, {"num_classes": 3, "stages": stages, "dropout": 1.0}).module()

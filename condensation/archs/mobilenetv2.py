@@ -4,7 +4,8 @@ Layout: stem conv 3x3 -> BN -> act; inverted residual blocks, each
 ``[expand 1x1 -> BN -> act] -> depthwise 3x3 -> BN -> act -> project 1x1 -> BN (linear)``,
 added to its input when the block is not the first of its stage; head conv 1x1 -> BN -> act;
 global average pool; Dense classifier. Convolutions have no bias (a BatchNorm follows each).
-torchvision's dropout before the classifier is left out (the train step passes no dropout rng).
+torchvision's dropout before the classifier is the option ``dropout`` (default 0: left out, as
+in the published runs; torchvision uses 0.2).
 
 Stages are torchvision's ``(t, c, n, s)``: expansion ratio, output channels, blocks, stride of the
 first block. Block ``b`` (0..16 at the default) names its layers ``b{b}_expand``, ``b{b}_dw``,
@@ -175,6 +176,7 @@ class MobileNetV2(nn.Module):
     stem_stride: int = 2
     strides: Sequence[int] | None = None
     stages: Sequence[Sequence[int]] = TORCHVISION_STAGES
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -203,11 +205,13 @@ class MobileNetV2(nn.Module):
             x = x + y if blk.residual else y
         x = act(bn("head_bn")(conv1x1(lay.head, "head_conv")(x)))
         x = x.mean(axis=(1, 2))
+        if self.dropout > 0:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(x)
 
 
 def build(widths, *, num_classes, activation="relu6", gamma=1.0, stem_stride=2, strides=None,
-          stages=TORCHVISION_STAGES) -> MobileNetV2:
+          stages=TORCHVISION_STAGES, dropout=0.0) -> MobileNetV2:
     """The ``mobilenetv2`` architecture's builder (options as stored in network.json)."""
     stages = _check_stages(stages)
     strides = None if strides is None else tuple(int(s) for s in strides)
@@ -215,9 +219,11 @@ def build(widths, *, num_classes, activation="relu6", gamma=1.0, stem_stride=2, 
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
     parse_widths(widths, stages)
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     return MobileNetV2(widths=check_widths(widths), num_classes=int(num_classes),
                        activation=activation, gamma=float(gamma), stem_stride=int(stem_stride),
-                       strides=strides, stages=stages)
+                       strides=strides, stages=stages, dropout=float(dropout))
 
 
 def _conv_bn(conv: str, bn: str) -> Producer:
