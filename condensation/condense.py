@@ -23,7 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from condensation.activations import ACTIVATIONS, POSITIVELY_HOMOGENEOUS
-from condensation.coupling import Path, Producer, Slot, Spec, UnitGroup, get, read_units, write_units
+from condensation.coupling import (
+    Path,
+    Producer,
+    Slot,
+    Spec,
+    UnitGroup,
+    consumer_length,
+    get,
+    read_units,
+    write_units,
+)
 
 Variables = dict[str, Any]
 
@@ -180,6 +190,15 @@ def check_spec(variables: Variables, spec: Spec) -> None:
             elif shape[slot.axis] != n:
                 raise ValueError(f"{where} has {shape[slot.axis]} entries along axis {slot.axis} "
                                  f"(shape {shape}) but the group has {n} units")
+        for c in group.consumers:
+            if c.plain:
+                continue
+            shape = np.shape(get(variables, c.path))
+            want = consumer_length(variables, c, n)
+            if not -len(shape) <= c.axis < len(shape) or shape[c.axis] != want:
+                raise ValueError(f"coupling spec group {group.name!r}: {'/'.join(c.path)} has "
+                                 f"shape {shape}; its axis {c.axis} should hold {want} entries "
+                                 "(the units with the parts concatenated or flattened with them)")
 
 
 def _paths_near(variables: Variables, path: Path) -> str:

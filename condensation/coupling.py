@@ -47,9 +47,9 @@ class Consumer(Slot):
 
     When the layer reads the units among others, its axis is longer than the group:
 
-    - ``before``: the units were concatenated after other parts (a U-Net skip); the parts
-      before them, each a fixed size or the unit axis of another group's kernel (its current
-      size), so the offset follows the other groups as they shrink;
+    - ``before``, ``after``: the units were concatenated with other parts (a U-Net skip); the
+      parts before and after them, each a fixed size or the unit axis of another group's
+      kernel (its current size), so the offset follows the other groups as they shrink;
     - ``split``: the units were flattened with other axes (a conv's channels flattened into a
       dense layer); the axis is these sizes in row-major order, ``None`` where the units are.
     """
@@ -57,18 +57,30 @@ class Consumer(Slot):
     bias: Path | None = None
     bn: BatchNormRef | None = None
     before: tuple[Slot | int, ...] = ()
+    after: tuple[Slot | int, ...] = ()
     split: tuple[int | None, ...] = ()
 
     @property
     def plain(self) -> bool:
         """The axis holds exactly the units (no concatenation, no flatten)."""
-        return not self.before and not self.split
+        return not self.before and not self.after and not self.split
+
+
+def _sizes(variables: dict[str, Any], parts) -> int:
+    return sum(p if isinstance(p, int) else int(np.shape(get(variables, p.path))[p.axis])
+               for p in parts)
 
 
 def unit_offset(variables: dict[str, Any], c: Consumer) -> int:
     """Where a consumer's units start along its axis (0 unless concatenated after others)."""
-    return sum(p if isinstance(p, int) else int(np.shape(get(variables, p.path))[p.axis])
-               for p in c.before)
+    return _sizes(variables, c.before)
+
+
+def consumer_length(variables: dict[str, Any], c: Consumer, n: int) -> int:
+    """The length the consumer's axis must have when the group has ``n`` units."""
+    if c.split:
+        return int(np.prod([n if d is None else d for d in c.split]))
+    return _sizes(variables, c.before) + n + _sizes(variables, c.after)
 
 
 def read_units(variables: dict[str, Any], c: Consumer, n: int):
@@ -80,7 +92,7 @@ def read_units(variables: dict[str, Any], c: Consumer, n: int):
         x = x.reshape(tuple(n if d is None else d for d in c.split) + x.shape[1:])
         return jnp.moveaxis(x, j, 0)
     off = unit_offset(variables, c)
-    return x[off:off + n] if c.before or x.shape[0] != n else x
+    return x if c.plain else x[off:off + n]
 
 
 def write_units(variables: dict[str, Any], c: Consumer, n: int, units):

@@ -219,7 +219,7 @@ class _Walk:
         scope = len(self.scopes) - 1
         for v, c in zip(jaxpr.constvars, closed.consts, strict=False):
             env[v] = self.const(np.shape(c))
-        for v, aid in zip(jaxpr.invars, in_ids, strict=False):
+        for v, aid in zip(jaxpr.invars, in_ids, strict=True):
             env[v] = aid
         for k, eqn in enumerate(jaxpr.eqns):
             ins = [self.operand(env, x) for x in eqn.invars]
@@ -254,8 +254,7 @@ class _Walk:
             sub = eqn.params[CALLS[name]]
             if not hasattr(sub, "jaxpr"):   # an open Jaxpr
                 sub = jcore.ClosedJaxpr(sub, ())
-            n_consts = eqn.params.get("num_consts", 0) if name == "custom_vjp_call_jaxpr" else 0
-            inner = self.body(sub, ins[n_consts:] if n_consts else ins)
+            inner = self.body(sub, ins)
             outs = []
             for i, iid in enumerate(inner):
                 oid = self.out(eqn, i, self.arrays[iid].kind, self.arrays[iid].prov,
@@ -269,12 +268,17 @@ class _Walk:
         handler = getattr(self, "op_" + name, None)
         if handler is not None:
             return handler(eqn, ins, arrs)
-        for iid, arr in zip(ins, arrs, strict=False):
+        for iid, arr in zip(ins, arrs, strict=True):
             for a, n in enumerate(arr.shape):
                 if n > 1:
                     self.stop((iid, a), f"{name} (not followed)")
         kind = "data" if any(a.kind == "data" for a in arrs) else "const"
-        return [self.out(eqn, i, kind) for i in range(len(eqn.outvars))]
+        outs = [self.out(eqn, i, kind) for i in range(len(eqn.outvars))]
+        for oid in outs:   # what comes out cannot be resized either
+            for a, n in enumerate(self.arrays[oid].shape):
+                if n > 1:
+                    self.stop((oid, a), f"{name} (not followed)")
+        return outs
 
     def kind_of(self, arrs) -> str:
         kinds = {a.kind for a in arrs}
@@ -654,12 +658,21 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
                 for r, _ in its:
                     stops.setdefault(r, []).append("two different concatenations or flattens meet")
         composite.setdefault(root, layout)
+    for root, (_, items) in composite.items():
+        roots = [r for r, _ in items]
+        nested = [r for r in roots if r in composite]
+        if nested or len(set(roots)) < len(roots):
+            why = ("a concatenation or flatten of another one" if nested
+                   else "the same units twice in one concatenation")
+            for r in [root, *nested]:
+                stops.setdefault(r, []).append(why)
+            for r in nested:
+                for q, _ in composite[r][1]:
+                    stops.setdefault(q, []).append(why)
     for root, (kind, items) in composite.items():
         units = [r for r, _ in items if r in creator]
         for r, _ in items:
             stops.setdefault(r, []).extend(stops.get(root, []))
-            if r in composite:
-                stops.setdefault(r, []).append("a concatenation or flatten of one")
             if kind == "flat" and len(units) > 1 and r in units:
                 stops.setdefault(r, []).append("flattened together with another unit group")
         for lf, ax in slot_node:   # a parameter along the combined axis other than a kernel reading it
@@ -675,20 +688,21 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         root = w.find(slot_node[slot])
         if root not in composite:
             by_root.setdefault(root, {"producers": [], "consumers": []})["consumers"].append(
-                (slot, (), ()))
+                (slot, ((), ()), ()))
             continue
         kind, items = composite[root]
         for i, (r, _) in enumerate(items):
             if r not in creator:
                 continue
             if kind == "concat":
-                before = tuple(Slot(tuple(paths[creator[q][0]]), creator[q][1]) if q in creator
-                               else n for q, n in items[:i])
-                split = ()
+                size = [Slot(tuple(paths[creator[q][0]]), creator[q][1]) if q in creator else n
+                        for q, n in items]
+                before, after, split = tuple(size[:i]), tuple(size[i + 1:]), ()
             else:
-                before, split = (), tuple(None if j == i else n for j, (_, n) in enumerate(items))
+                before = after = ()
+                split = tuple(None if j == i else n for j, (_, n) in enumerate(items))
             by_root.setdefault(r, {"producers": [], "consumers": []})["consumers"].append(
-                (slot, before, split))
+                (slot, (before, after), split))
     parts = {i: _producer_parts(w, pr) for i, pr in enumerate(w.producers)}
     by_kernel: dict[int, int] = {}
     for i, pr in enumerate(w.producers):
@@ -737,12 +751,12 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
             producers.append(Producer(Slot(path(lf), ax), path(bias) if bias is not None else None,
                                       bn_ref(bn) if bn else None))
         consumers = []
-        for (lf, ax), before, split in members["consumers"]:
+        for (lf, ax), (before, after), split in members["consumers"]:
             k = by_kernel.get(lf)
             cb, cbn = (parts[k][0], parts[k][1]) if k is not None else (None, None)
             consumers.append(Consumer(path(lf), ax, bias=path(cb) if cb is not None else None,
                                       bn=bn_ref(cbn) if (cb is None and cbn) else None,
-                                      before=before, split=split))
+                                      before=before, after=after, split=split))
         if not consumers:
             why.append("no kernel reads the units")
         if why:

@@ -13,8 +13,10 @@ computed), then evaluates that trace equation by equation on the reduced arrays,
 shape parameter (broadcasts, reshapes, slices, depthwise group counts) resized along the
 merged axes, which the discovery knows for every intermediate. The same code runs linen and
 nnx models, needs nothing from the model's author, and is differentiable and jittable. The
-price: the original module's code is needed to run it (as for any Flax checkpoint), and
-each new input shape is traced once.
+price: the original module's code is needed to run it (as for any Flax checkpoint), each new
+input shape is traced once, and the bodies of ``custom_jvp``/``custom_vjp`` functions and of
+``jax.checkpoint`` run inline: their custom gradient rules and rematerialisation do not carry
+over to the reduced model (the values do).
 """
 from __future__ import annotations
 
@@ -104,7 +106,14 @@ class ReducedModel:
     def apply(self, variables, *args):
         key = tuple((np.shape(x), str(getattr(x, "dtype", ""))) for x in jax.tree_util.tree_leaves(args))
         if key not in self._traces:
-            self._traces[key] = disc.discover(self.fn, self.original, *args)
+            d = disc.discover(self.fn, self.original, *args)
+            names = {g.name for g in d.spec}
+            lost = [w.name for w in self.widths if w.after < w.before and w.name not in names]
+            if lost:
+                why = "; ".join(f"{n}: {', '.join(d.stopped.get(n, ['not found']))}" for n in lost)
+                raise ValueError(f"at input shapes {[k[0] for k in key]} the groups {lost} cannot "
+                                 f"be reduced ({why}); they were reduced for the example input")
+            self._traces[key] = d
         d = self._traces[key]
         leaves = jax.tree_util.tree_leaves(variables)
         if len(leaves) != d.n_leaves:
@@ -338,7 +347,7 @@ def _body(closed, args, state, d, shapes):
     env: dict = {}
     for v, c in zip(jaxpr.constvars, closed.consts, strict=False):
         env[v] = c
-    for v, x in zip(jaxpr.invars, args, strict=False):
+    for v, x in zip(jaxpr.invars, args, strict=True):
         env[v] = x
 
     def read(x):
@@ -355,8 +364,7 @@ def _body(closed, args, state, d, shapes):
             sub = eqn.params[disc.CALLS[name]]
             if not hasattr(sub, "jaxpr"):
                 sub = jcore.ClosedJaxpr(sub, ())
-            n_consts = eqn.params.get("num_consts", 0) if name == "custom_vjp_call_jaxpr" else 0
-            outs = _body(sub, ins[n_consts:] if n_consts else ins, state, d, shapes)
+            outs = _body(sub, ins, state, d, shapes)
         else:
             new = [shapes[ids[v]] for v in eqn.outvars]
             params = _resized(eqn, [np.shape(x) for x in ins], new, d, ids)

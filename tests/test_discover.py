@@ -337,3 +337,37 @@ def test_compensation_through_the_trace_brings_the_outputs_back():
         assert err[True] < 0.7 * err[False], err
     with pytest.raises(ValueError, match="compensate=True needs calibration inputs"):
         reduce_model(m, None, x, keep=0.5, compensate=True)
+
+
+def test_what_cannot_be_followed_is_left_alone():
+    """A gather's output (an embedding), a concatenation of a concatenation (DenseNet), the same
+    units twice in one (CReLU): left alone and reported, and the reduced model still runs."""
+    import flax.linen as nn
+
+    class Embedded(nn.Module):
+        @nn.compact
+        def __call__(self, tok, f):
+            return nn.Dense(3)(nn.relu(nn.Embed(10, 8)(tok) + nn.Dense(8)(f)))
+
+    class DenseNetish(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x0 = nn.relu(nn.Conv(4, (3, 3))(x))
+            c1 = jnp.concatenate([x0, nn.relu(nn.Conv(5, (3, 3))(x0))], -1)
+            c2 = jnp.concatenate([c1, nn.relu(nn.Conv(6, (3, 3))(c1))], -1)
+            return nn.Conv(3, (1, 1))(c2).mean((1, 2))
+
+    class CReLU(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(6)(x)
+            return nn.Dense(3)(jnp.concatenate([nn.relu(h), nn.relu(-h)], -1))
+
+    cases = [(Embedded(), (jnp.zeros((2, 5), jnp.int32), jnp.ones((2, 5, 4))), "gather (not followed)"),
+             (DenseNetish(), (jnp.ones((2, 6, 6, 3)),), "a concatenation or flatten of another one"),
+             (CReLU(), (jnp.ones((2, 4)),), "the same units twice in one concatenation")]
+    for m, args, why in cases:
+        v = m.init(jax.random.key(0), *args)
+        r = reduce_model(m, v, *args, keep=0.5)
+        assert any(why in reason for reasons in r.stopped.values() for reason in reasons), r.report()
+        assert r(*args).shape == m.apply(v, *args).shape

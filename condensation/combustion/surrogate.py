@@ -96,8 +96,9 @@ class Surrogate:
         return tuple(self.mechanism.species)
 
     def step(self, T, P, Y, guard: str | None = None, return_guarded: bool = False):
-        """Advance by ``dt``. T [B] K, P [B] Pa, Y [B, ns] -> (T_next [B], Y_next [B, ns]),
-        states outside the training envelope handled by ``guard`` (default: the surrogate's;
+        """Advance by ``dt``. T [B] K, P [B] Pa, Y [B, ns] -> (T_next [B], Y_next [B, ns]) as
+        float64 numpy arrays (frozen states exactly as given), states outside the training
+        envelope handled by ``guard`` (default: the surrogate's;
         see the module docstring); with ``return_guarded`` also a [B] int8 array: 0 network,
         1 frozen, 2 Cantera."""
         guard = self.guard if guard is None else guard
@@ -115,9 +116,8 @@ class Surrogate:
         pad = lambda a: np.concatenate([a, np.repeat(a[:1], m - n, axis=0)]) if m > n else a
         T1, Y1 = _step(self, self.variables, jnp.asarray(pad(T), jnp.float32),
                        jnp.asarray(pad(P), jnp.float32), jnp.asarray(pad(Y), jnp.float32))
-        T1, Y1 = T1[:n], Y1[:n]
+        T1, Y1 = np.array(T1[:n], np.float64), np.array(Y1[:n], np.float64)
         if status.any():
-            T1, Y1 = np.array(T1), np.array(Y1)
             frozen = status == 1
             T1[frozen], Y1[frozen] = T[frozen], Y[frozen]
             for i in np.nonzero(status == 2)[0]:
@@ -138,7 +138,7 @@ class Surrogate:
         outside = np.zeros(len(T), bool)
         for name, v in values.items():
             lo, hi = self.envelope[name]
-            bad = (v < lo) | (v > hi)
+            bad = ~((v >= lo) & (v <= hi))   # NaN is outside too
             if guard == "raise" and bad.any():
                 i = int(np.argmax(bad))
                 raise ValueError(
