@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     values = np.array([[float(r[c]) if r[c] not in ("", "None") else np.nan for c in args.fields]
                        for r in rows])
     order = np.argsort(np.nan_to_num(values[:, -1], nan=-np.inf))
-    fig, ax = subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    fig, ax = subplots(figsize=(8, 0.45 * len(rows) + 1.9))
     height = 0.8 / len(args.fields)
     for j, (field, color) in enumerate(zip(args.fields, color_cycle(), strict=False)):
         y = np.arange(len(rows)) + (j - (len(args.fields) - 1) / 2) * height
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=8)
     ax.set_xlabel(args.xlabel)
     ax.set_title(args.title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    # below the axes: inside, it hides the bars it names
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     save_figure(fig, args.out)
     return 0
