@@ -117,7 +117,8 @@ def readme(d: dict, meta: dict) -> str:
              f"{meta['commit'][:10]}, {meta['machine']}.", "",
              f"{next(iter(d.values()))['config']['n_particles']} particles at 1 atm for "
              f"{next(iter(d.values()))['config']['t_end'] * 1e3:g} ms, residence time 1 ms, IEM "
-             "mixing time 0.2 ms, 1 us steps (the surrogates' dt); chemistry by operator splitting: Cantera (a fresh reactor per "
+             "mixing time 0.2 ms, 1 us steps (the surrogates' dt); chemistry by operator "
+             "splitting: Cantera (a fresh reactor per "
              "particle and step) or one guarded batched `step` of the surrogate; the same random "
              "flow for all (`condensation/combustion/pasr.py`). *preheated*: every inflow "
              "H2/air at 1100 K, phi 1; *cold*: 30 % of the inflow at 300 K, below the training "
