@@ -67,3 +67,13 @@ def jsonable(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def require_files(folder: str | os.PathLike, *names: str, what: str) -> list[Path]:
+    """``folder/name`` for each name; a FileNotFoundError naming the first missing one and
+    ``what`` (what such a folder holds) when one is not there."""
+    paths = [Path(folder) / n for n in names]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is missing: {what}")
+    return paths

@@ -44,7 +44,7 @@ from condensation.condense import (
     merge_group,
     num_groups,
 )
-from condensation.files import atomic_write_bytes, write_json
+from condensation.files import atomic_write_bytes, require_files, write_json
 from condensation.graph import _dtype
 
 __all__ = ["ReducedModel", "reduce_model", "load_reduced", "model_function"]
@@ -181,12 +181,9 @@ def load_reduced(folder: str | os.PathLike, model: Any, *,
                  apply_kwargs: Mapping[str, Any] | None = None) -> ReducedModel:
     """A saved :class:`ReducedModel` back, run with ``model`` (the original module, built as
     it was for training: linen module, or an nnx module with the original widths)."""
-    folder = Path(folder)
-    meta_path, var_path = folder / "reduced.json", folder / "variables.npz"
-    for p in (meta_path, var_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} is missing: a saved reduced model is a folder with "
-                                    "reduced.json and variables.npz (ReducedModel.save)")
+    meta_path, var_path = require_files(
+        folder, "reduced.json", "variables.npz", what="a saved reduced model is a folder with "
+        "reduced.json and variables.npz (ReducedModel.save)")
     meta = json.loads(meta_path.read_text())
     paths = [tuple(_unkey(k) for k in p) for p in meta["paths"]]
     with np.load(var_path) as z:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from condensation.files import atomic_write_bytes, write_json
+from condensation.files import atomic_write_bytes, require_files, write_json
 from condensation.network import Network
 
 
@@ -39,12 +39,9 @@ def save_network(folder: str | os.PathLike, net: Network, variables: dict[str, A
 
 def load_network(folder: str | os.PathLike) -> tuple[Network, dict[str, Any], dict[str, Any]]:
     """Returns (network, variables as numpy arrays, the whole network.json)."""
-    folder = Path(folder)
-    meta_path, var_path = folder / "network.json", folder / "variables.npz"
-    for p in (meta_path, var_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} is missing: a saved network is a folder with "
-                                    "network.json and variables.npz")
+    meta_path, var_path = require_files(
+        folder, "network.json", "variables.npz",
+        what="a saved network is a folder with network.json and variables.npz")
     meta = json.loads(meta_path.read_text())
     with np.load(var_path) as z:
         variables = unflatten({k: z[k] for k in z.files})

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     order = np.argsort(np.nan_to_num(values[:, -1], nan=-np.inf))
     fig, ax = subplots(figsize=(8, 0.45 * len(rows) + 1.9))
     height = 0.8 / len(args.fields)
-    for j, (field, color) in enumerate(zip(args.fields, color_cycle(), strict=False)):
+    for j, color in zip(range(len(args.fields)), color_cycle(), strict=False):
         y = np.arange(len(rows)) + (j - (len(args.fields) - 1) / 2) * height
         v = values[order, j]
         ax.barh(y, v, height=height, color=color, label=(args.legend or args.fields)[j])

@@ -565,8 +565,10 @@ def malloc_md(d: dict[str, Any]) -> list[str]:
     lines += table(["malloc", "steps/s", "minor page faults / step", "system CPU share"],
                    [[name, f"{r['steps_per_s']:.2f}", f"{r['minor_faults_per_step']:,.0f}",
                      f"{r['system_cpu_share']:.0%}"] for name, r in d["allocators"].items()])
-    fast = "; ".join(f"{name} ({' '.join(f'{k}={v}' for k, v in d.get('options', {}).get(name, {}).items()) or 'no options'}) "
-                     f"is {x:.3g}x as fast" for name, x in d["speedup"].items())
+    def options(name):
+        return " ".join(f"{k}={v}" for k, v in d.get("options", {}).get(name, {}).items()) or "no options"
+
+    fast = "; ".join(f"{name} ({options(name)}) is {x:.3g}x as fast" for name, x in d["speedup"].items())
     return lines + [f"{fast}; `python -m experiments.run` preloads {d['default']} here. The trained "
                     f"parameters are {'bit-identical' if d['params_identical'] else 'NOT identical'} "
                     "in every process.", ""]

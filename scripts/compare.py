@@ -228,8 +228,8 @@ def write(root: Path, out: Path, command: str = "", fields: tuple[str, ...] = ()
     write_csv(out / "comparison.csv", result["rows"], cols)
     atomic_write_text(out / "comparison.md", markdown(result))
     pairs = paired(records, reference)
-    write_csv(out / "paired.csv", pairs, ["method", "reference", "seeds",
-                                          *(f"{f}_{k}" for f in PAIRED for k in ("diffs", "diff_mean", "diff_std"))])
+    columns = [f"{f}_{k}" for f in PAIRED for k in ("diffs", "diff_mean", "diff_std")]
+    write_csv(out / "paired.csv", pairs, ["method", "reference", "seeds", *columns])
     atomic_write_text(out / "paired.md", paired_markdown(pairs))
     points = [{"method": row["reduce.method"], "seed": r["seed"], **p} for row in result["rows"]
               for r in records if r["method"] == row["reduce.method"] for p in r["curve"]]

@@ -20,13 +20,7 @@ from condensation.combustion.chem import Mechanism
 from condensation.combustion.data import KIND_TRAJECTORY, CombustionDataConfig, generate
 from condensation.combustion.surrogate import training_envelope
 from condensation.files import write_json
-
-
-def find_config(folder: Path) -> Path:
-    for d in (folder, *folder.parents):
-        if (d / "config.yaml").is_file():
-            return d / "config.yaml"
-    raise FileNotFoundError(f"no config.yaml in {folder} or a parent folder")
+from experiments.evaluate import find_config
 
 
 def main(argv: list[str] | None = None) -> None:
