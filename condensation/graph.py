@@ -631,24 +631,9 @@ def discover(fn: Callable, variables: Any, *args: Any) -> Discovery:
     return _assemble(w, closed, paths)
 
 
-def _assemble(w: _Walk, closed, paths) -> Discovery:
-    # every parameter axis in a class ties the class to that axis; two classes sharing one are
-    # one class (shared weights)
-    slot_node = {(lf, ax): (lf, ax) for lf in range(w.n_leaves)
-                 for ax in range(len(w.arrays[lf].shape))}
-    stops: dict[Node, list[str]] = {}
-    for node, why in w.stops.items():
-        stops.setdefault(w.find(node), []).extend(why)
-    by_root: dict[Node, dict[str, list]] = {}
-    for i, pr in enumerate(w.producers):
-        by_root.setdefault(w.find(slot_node[pr.slot]), {"producers": [], "consumers": []})[
-            "producers"].append(i)
-    creator = {}   # class root -> its first creating kernel axis
-    for pr in w.producers:
-        if pr.kind == "create":
-            creator.setdefault(w.find(slot_node[pr.slot]), pr.slot)
-    # axes made of others (concatenations, flattens): one layout per class, parts that are
-    # plain classes; what stops the whole stops each part
+def _composites(w: _Walk, stops, creator, slot_node, paths) -> dict:
+    """Axes made of others (concatenations, flattens): one layout per class, of parts that are
+    plain classes; what stops the whole stops each part (``stops`` is extended in place)."""
     composite: dict[Node, tuple[str, list[tuple[Node, int]]]] = {}
     for node, (kind, items) in w.composite.items():
         root = w.find(node)
@@ -680,6 +665,12 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
                 for r, _ in items:
                     stops.setdefault(r, []).append(
                         f"parameter {'/'.join(map(str, paths[lf]))} spans its concatenation")
+    return composite
+
+
+def _add_consumers(w: _Walk, by_root, composite, creator, slot_node, paths) -> None:
+    """Each consumer kernel axis under its class in ``by_root``; one reading a concatenation or
+    a flatten under each of its parts, with where the part sits (before/after, split)."""
     seen = set()
     for slot in w.consumer_order:
         if slot in seen:
@@ -703,10 +694,26 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
                 split = tuple(None if j == i else n for j, (_, n) in enumerate(items))
             by_root.setdefault(r, {"producers": [], "consumers": []})["consumers"].append(
                 (slot, (before, after), split))
-    parts = {i: _producer_parts(w, pr) for i, pr in enumerate(w.producers)}
-    by_kernel: dict[int, int] = {}
+
+
+def _assemble(w: _Walk, closed, paths) -> Discovery:
+    # every parameter axis in a class ties the class to that axis; two classes sharing one are
+    # one class (shared weights)
+    slot_node = {(lf, ax): (lf, ax) for lf in range(w.n_leaves)
+                 for ax in range(len(w.arrays[lf].shape))}
+    stops: dict[Node, list[str]] = {}
+    for node, why in w.stops.items():
+        stops.setdefault(w.find(node), []).extend(why)
+    by_root: dict[Node, dict[str, list]] = {}
     for i, pr in enumerate(w.producers):
-        by_kernel.setdefault(pr.slot[0], i)
+        by_root.setdefault(w.find(slot_node[pr.slot]), {"producers": [], "consumers": []})[
+            "producers"].append(i)
+    creator = {w.find(slot_node[pr.slot]): pr.slot   # class root -> its first creating kernel axis
+               for pr in reversed(w.producers) if pr.kind == "create"}
+    composite = _composites(w, stops, creator, slot_node, paths)
+    _add_consumers(w, by_root, composite, creator, slot_node, paths)
+    parts = {i: _producer_parts(w, pr) for i, pr in enumerate(w.producers)}
+    by_kernel = {pr.slot[0]: i for i, pr in reversed(list(enumerate(w.producers)))}  # the first
 
     def path(lf):
         return tuple(paths[lf])

@@ -195,6 +195,18 @@ def load_reduced(folder: str | os.PathLike, model: Any, *,
     return ReducedModel(fn, original, _nest(paths, leaves), widths, meta["stopped"])
 
 
+def _check_amount(threshold, keep, widths, compensate, data) -> None:
+    if sum(v is not None for v in (threshold, keep, widths)) != 1:
+        raise ValueError("give exactly one of threshold (cosine in (0, 1]), keep (a fraction of "
+                         "each group's units in (0, 1]) or widths ({group name: units})")
+    if threshold is not None:
+        check_threshold(threshold)
+    if keep is not None and not 0.0 < float(keep) <= 1.0:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
+    if compensate and data is None:
+        raise ValueError("compensate=True needs calibration inputs: data=<a batch of inputs>")
+
+
 def reduce_model(model: Any, variables: Any = None, *example_args: Any,
                  threshold: float | None = None, keep: float | None = None,
                  widths: Mapping[str, int] | None = None,
@@ -226,15 +238,7 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
     """
     from condensation.reduction import threshold_for
 
-    if sum(v is not None for v in (threshold, keep, widths)) != 1:
-        raise ValueError("give exactly one of threshold (cosine in (0, 1]), keep (a fraction of "
-                         "each group's units in (0, 1]) or widths ({group name: units})")
-    if threshold is not None:
-        threshold = check_threshold(threshold)
-    if keep is not None and not 0.0 < float(keep) <= 1.0:
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
-    if compensate and data is None:
-        raise ValueError("compensate=True needs calibration inputs: data=<a batch of inputs>")
+    _check_amount(threshold, keep, widths, compensate, data)
     fn, nnx_vars = model_function(model, apply_kwargs)
     if nnx_vars is not None:
         if variables is not None:

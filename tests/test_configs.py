@@ -64,7 +64,13 @@ def data_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+# the 11.5 % MobileNetV2 pipeline's smoke run takes 40 s (compilation); its stages run on tiny
+# networks in tests/test_fold_allocate.py and test_compensate.py, MobileNetV2 in the other smoke runs
+SLOW_SMOKE = {"cifar10_115"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
+                                  for n in EXPERIMENTS])
 def test_experiment_smoke_run(name, tmp_path, data_cache):
     cfg = compose_config([f"+exp={name}", f"+debug={DEBUG[name]}", *SMOKE])
     if "cache_dir" in cfg["data"]:

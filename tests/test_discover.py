@@ -319,12 +319,16 @@ def test_every_zoo_model_saved_reduced_runs_in_a_fresh_process(tmp_path):
                                    np.load(tmp_path / f"{name}_want.npy"), atol=1e-5, err_msg=name)
 
 
-def test_compensation_through_the_trace_brings_the_outputs_back():
+@pytest.mark.parametrize("case", [
+    pytest.param("resnet", marks=pytest.mark.slow),   # 15 s of compilation; the nnx case is fast
+    "nnx_mlp"])
+def test_compensation_through_the_trace_brings_the_outputs_back(case):
     """ResNet-like (convolutions, BatchNorm after them, residual streams) and an nnx MLP reduced
     to half their units: refitting each group's consumers on calibration data brings held-out
     outputs much closer to the original's than the merge alone."""
-    for make, shape in ((lambda: zoo.ResNetish((8, 10, 12, 14)), (128, 6, 6, 3)),
-                        (lambda: zoo.NNXMLP((12, 14), rngs=nnx.Rngs(0)), (256, 4))):
+    cases = {"resnet": (lambda: zoo.ResNetish((8, 10, 12, 14)), (128, 6, 6, 3)),
+             "nnx_mlp": (lambda: zoo.NNXMLP((12, 14), rngs=nnx.Rngs(0)), (256, 4))}
+    for make, shape in [cases[case]]:
         m = make()
         x = jax.random.normal(jax.random.key(1), shape)
         held = jax.random.normal(jax.random.key(9), shape)
