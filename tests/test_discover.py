@@ -192,6 +192,7 @@ def _nnx_call(graphdef, state, v, x):
     return nnx.merge(graphdef, st)(x)
 
 
+@pytest.mark.slow   # 11 s of compilation; the zoo round trips test the evaluator in the suite
 def test_the_evaluator_equals_the_rebuilt_module_on_mobilenetv2():
     """A MobileNetV2 condensed with the hand-written spec, run by ReducedModel from the
     original's trace, gives what the module rebuilt at the new widths gives."""
