@@ -733,7 +733,6 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         kpath = path(first.slot[0])
         inner = kpath[1:] if kpath[0] == "params" else kpath
         name = "/".join(map(str, inner[:-1] if len(inner) > 1 else inner))
-        class_slot[root] = first.slot
         why = list(dict.fromkeys(stops.get(root, [])))
         # one parameter axis in several roles (a tied kernel that computes and reads the units)
         slots = {}
@@ -770,13 +769,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
             stopped[name] = list(dict.fromkeys(why))
             continue
         spec.append(UnitGroup(name, tuple(producers), tuple(consumers)))
+        class_slot[root] = first.slot   # the reducible classes: their size is this axis's
     shapes = {aid: a.shape for aid, a in w.arrays.items()}
-    reduced_roots = {w.find(_leaf_axis(g, paths)) for g in spec}
-    class_slot = {r: s for r, s in class_slot.items() if r in reduced_roots}
     return Discovery(tuple(spec), stopped, paths, closed, w.n_leaves, w.find, shapes, w.scopes,
                      class_slot, composite, w.reads)
-
-
-def _leaf_axis(group: UnitGroup, paths: list[Path]) -> tuple[int, int]:
-    k = group.producers[0].kernel
-    return paths.index(k.path), k.axis

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from condensation.combustion.chem import Mechanism
-from condensation.combustion.data import KIND_TRAJECTORY, CombustionDataConfig, generate
+from condensation.combustion.data import KIND_TRAJECTORY, data_of_run
 from condensation.combustion.surrogate import training_envelope
 from condensation.files import write_json
 from experiments.evaluate import find_config
@@ -32,12 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         meta = json.loads(meta_path.read_text())
         if "surrogate" not in meta:
             raise SystemExit(f"{meta_path} is not an exported combustion surrogate")
-        data_cfg = dict(yaml.safe_load(find_config(folder).read_text())["data"])
-        cache = Path(data_cfg.pop("cache_dir", ".cache/condensation"))
-        for key in ("name", "rollout"):
-            data_cfg.pop(key, None)
-        dcfg = CombustionDataConfig.from_dict(data_cfg)
-        train = generate(dcfg, cache)["train"]
+        dcfg, data = data_of_run(yaml.safe_load(find_config(folder).read_text())["data"])
+        train = data["train"]
         meta["surrogate"]["envelope"] = training_envelope(
             Mechanism.load(dcfg.mechanism), train.T, train.P, train.Y,
             along=train.kind == KIND_TRAJECTORY)

@@ -14,18 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from condensation.combustion.data import CombustionDataConfig, generate
+from condensation.combustion.data import data_of_run
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="a combustion run's folder with config.yaml")
     args = ap.parse_args(argv)
-    data_cfg = dict(yaml.safe_load((args.folder / "config.yaml").read_text())["data"])
-    cache = Path(data_cfg.pop("cache_dir", ".cache/condensation"))
-    for key in ("name", "rollout"):
-        data_cfg.pop(key, None)
-    data = generate(CombustionDataConfig.from_dict(data_cfg), cache)
+    _, data = data_of_run(yaml.safe_load((args.folder / "config.yaml").read_text())["data"])
     path = data.save(args.folder, splits=("val", "test"), name="heldout.npz", compressed=True)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 

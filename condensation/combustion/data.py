@@ -575,3 +575,14 @@ def generate(
     logger.info("generated %d samples in %.1f s (%.0f samples/s): %s", n_samples, seconds,
                 n_samples / seconds, path)
     return data
+
+
+def data_of_run(data_cfg: dict[str, Any]) -> tuple[CombustionDataConfig, CombustionData]:
+    """The data config and the data (from the cache, or generated) of a run config's ``data``
+    section (its ``cache_dir``, ``name`` and ``rollout`` entries are not data settings)."""
+    data_cfg = dict(data_cfg)
+    cache = Path(data_cfg.pop("cache_dir", ".cache/condensation"))
+    for key in ("name", "rollout"):
+        data_cfg.pop(key, None)
+    dcfg = CombustionDataConfig.from_dict(data_cfg)
+    return dcfg, generate(dcfg, cache)
