@@ -1,6 +1,6 @@
 """Export a combustion surrogate for a solver outside Python.
 
-    python -m experiments.export checkpoint=DIR format=stablehlo out=FILE
+    python -m experiments.export checkpoint=DIR format=stablehlo|onnx out=FILE
 
 DIR is an exported surrogate folder (``results/combustion/surrogate/reduced``). Writes FILE and
 FILE.json (see :mod:`condensation.combustion.export`).
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from condensation.combustion import load_surrogate
-from condensation.combustion.export import FORMATS, export_stablehlo
+from condensation.combustion.export import FORMATS, export_onnx, export_stablehlo
 
 USAGE = f"usage: python -m experiments.export checkpoint=DIR format={'|'.join(FORMATS)} out=FILE"
 
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = export_stablehlo(s, Path(args["out"]))
+    out = (export_onnx if fmt == "onnx" else export_stablehlo)(s, Path(args["out"]))
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) and {out}.json")
     return 0
 

@@ -149,11 +149,42 @@ def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
     assert meta["species"] == list(s.species) and meta["envelope"]["T"][0] > 900
 
 
+def test_onnx_export_runs_in_a_fresh_process(tmp_path):
+    """The step as ONNX, run by onnxruntime in a process without JAX, equals the JAX step to
+    1e-5 on held-out test states of the published run."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from condensation.combustion.export import export_onnx
+    s = _published()
+    export_onnx(s, tmp_path / "step.onnx")
+    z = np.load(PUBLISHED / "heldout.npz")
+    pick = np.random.default_rng(0).choice(len(z["test.T"]), 512, replace=False)
+    T, P, Y = (z[f"test.{k}"][pick].astype(np.float32) for k in "TPY")
+    np.savez(tmp_path / "states.npz", T=T, P=P, Y=Y)
+    code = (
+        "import sys, numpy as np, onnxruntime as ort\n"
+        "z = np.load(sys.argv[2])\n"
+        "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+        "T, Y = s.run(['T_next', 'Y_next'], {'T': z['T'], 'P': z['P'], 'Y': z['Y']})\n"
+        "assert 'jax' not in sys.modules and 'condensation' not in sys.modules\n"
+        "np.savez(sys.argv[3], T=T, Y=Y)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "step.onnx"),
+                          str(tmp_path / "states.npz"), str(tmp_path / "out.npz")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    got = np.load(tmp_path / "out.npz")
+    T1, Y1 = s.step(T, P, Y, guard="off")
+    np.testing.assert_allclose(got["T"], T1, rtol=1e-5)
+    np.testing.assert_allclose(got["Y"], Y1, rtol=1e-5, atol=1e-7)
+    assert json.loads((tmp_path / "step.onnx.json").read_text())["species"] == list(s.species)
+
+
 def test_export_refuses_bad_input(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.export", "checkpoint=x",
                           "format=tflite", f"out={tmp_path / 'a'}"], capture_output=True, text=True,
                          cwd=ROOT)
-    assert out.returncode == 2 and "format='tflite'; allowed: stablehlo" in out.stderr
+    assert out.returncode == 2 and "format='tflite'; allowed: stablehlo, onnx" in out.stderr
     assert not (tmp_path / "a").exists()
 
 

@@ -252,7 +252,43 @@ def element_mass_fractions(mech: Mechanism, Y):
     return Y @ xp.asarray(mech.element_matrix, dtype=Y.dtype).T
 
 
-def project_elements(mech: Mechanism, Y, element_mass, weighted: bool = True):
+def solve_small(a, b):
+    """``x`` with ``a @ x == b`` for many small systems: a [..., n, n], b [..., n] -> [..., n].
+
+    Gaussian elimination with partial pivoting, unrolled over n (meant for n <= ~8): only
+    element-wise operations, so it runs wherever the step is exported (ONNX has no linear solve;
+    see :mod:`condensation.jaxpr_onnx`). Same result as ``jnp.linalg.solve`` to rounding.
+    """
+    n = a.shape[-1]
+
+    def at(m, i, axis):
+        return jax.lax.index_in_dim(m, i, axis, keepdims=False)
+
+    rows = [[at(at(a, i, -2), j, -1) for j in range(n)] + [at(b, i, -1)] for i in range(n)]
+    for k in range(n):
+        for i in range(k + 1, n):  # bring the largest |pivot| of column k to row k
+            swap = jnp.abs(rows[i][k]) > jnp.abs(rows[k][k])
+            pairs = list(zip(rows[i], rows[k], strict=True))
+            rows[k] = [jnp.where(swap, u, v) for u, v in pairs]
+            rows[i] = [jnp.where(swap, v, u) for u, v in pairs]
+        for i in range(k + 1, n):
+            f = rows[i][k] / rows[k][k]
+            rows[i] = rows[i][:k] + [u - f * v
+                                     for u, v in zip(rows[i][k:], rows[k][k:], strict=True)]
+    x = [None] * n
+    for i in reversed(range(n)):
+        acc = rows[i][n]
+        for j in range(i + 1, n):
+            acc = acc - rows[i][j] * x[j]
+        x[i] = acc / rows[i][i]
+    return jnp.concatenate([v[..., None] for v in x], axis=-1)
+
+
+SOLVERS = {"lu": lambda a, b: jnp.linalg.solve(a, b[..., None])[..., 0], "unrolled": solve_small}
+
+
+def project_elements(mech: Mechanism, Y, element_mass, weighted: bool = True,
+                     solver: str = "lu"):
     """Least-squares projection of Y onto {E Y = element_mass, sum(Y) = 1}, clipped, renormalized.
 
     ``weighted=True`` (default) minimizes sum(dY_k^2 / Y_k): corrections are proportional to
@@ -266,7 +302,8 @@ def project_elements(mech: Mechanism, Y, element_mass, weighted: bool = True):
     species that is the only carrier of its element (N2 in h2o2.yaml) is restored exactly.
 
     Args: Y [..., ns]; element_mass [..., ne] target element mass fractions (e.g. of the
-      initial state, via `element_mass_fractions`).
+      initial state, via `element_mass_fractions`); solver: "lu" (``jnp.linalg.solve``) or
+      "unrolled" (:func:`solve_small`, for exported graphs).
     Returns: [..., ns], >= 0 and summing to 1.
     """
     dtype = _float_dtype(Y, element_mass)
@@ -288,7 +325,7 @@ def project_elements(mech: Mechanism, Y, element_mass, weighted: bool = True):
         gram = gram + jnp.eye(A.shape[0], dtype=dtype) * jnp.where(diag <= tiny, 1.0, 0.0)[
             ..., None, :
         ]
-        mu = jnp.linalg.solve(gram, residual[..., None])[..., 0]
+        mu = SOLVERS[solver](gram, residual)
         Y = Y - w * (mu @ A)
     else:
         target = jnp.concatenate([target, jnp.ones(target.shape[:-1] + (1,), dtype)], axis=-1)

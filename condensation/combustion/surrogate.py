@@ -78,12 +78,13 @@ class Surrogate:
     envelope: dict[str, Any] | None = None
     guard: str = "cantera"
     frozen_below: float = FROZEN_BELOW
+    solver: str = "lu"  # the element projection's small solve (chem.SOLVERS; ONNX: "unrolled")
 
     def _key(self):
         return (self.net.arch, self.net.widths, repr(sorted(self.net.options.items())),
                 id(self.mechanism), tuple(self.active_index.tolist()), self.dt,
                 self.x_norm.mean.tobytes(), self.x_norm.std.tobytes(),
-                self.y_norm.mean.tobytes(), self.y_norm.std.tobytes(), self.conserve)
+                self.y_norm.mean.tobytes(), self.y_norm.std.tobytes(), self.conserve, self.solver)
 
     def __hash__(self):
         return hash(self._key())
@@ -208,7 +209,7 @@ def _advance(s: Surrogate, variables, T, P, Y, h, elements):
     rates = s.y_norm.invert(s.net.module().apply(variables, x))
     T_next, Y_next = apply_labels(T, Y, rates, s.active_index, s.dt)
     if s.conserve:
-        Y_next = chem.project_elements(s.mechanism, Y_next, elements)
+        Y_next = chem.project_elements(s.mechanism, Y_next, elements, solver=s.solver)
         T_next = chem.temperature_from_enthalpy(s.mechanism, h, Y_next, T_next)
     return T_next, Y_next
 
