@@ -8,7 +8,7 @@ from typing import Any
 import flax
 import jax.numpy as jnp
 
-from condensation.archs.mlp import mlp_spec
+from condensation.archs import architecture
 from condensation.condense import condense_variables
 from condensation.network import count_params
 
@@ -62,7 +62,8 @@ def condense(params: dict[str, Any], *, threshold: float, activation: str):
     """
     params = flax.core.unfreeze(params) if isinstance(params, flax.core.FrozenDict) else params
     names = _mlp_layers(params)
-    spec = mlp_spec(len(names) - 1)
+    widths = [int(jnp.shape(params[n]["kernel"])[1]) for n in names]
+    spec = architecture("mlp").spec(widths[:-1], out_dim=widths[-1])
     new_vars, groups = condense_variables(
         {"params": params}, spec, threshold=threshold, activation=activation
     )

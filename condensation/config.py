@@ -161,8 +161,9 @@ class MLP(Section):
         options = self.options()
         spec_options = _plain(getattr(self, "spec_options", {}))
         try:
-            arch.build(self.widths, **options, **{arch.output_arg: 1})
-            arch.spec(self.widths, **options, **spec_options)
+            output = {arch.output_arg: 1}  # the task sets it; the coupling does not depend on it
+            arch.build(self.widths, **options, **output)
+            arch.spec(self.widths, **options, **output, **spec_options)
         except (TypeError, ValueError) as e:
             fail("model.widths", self.widths, f"widths that fit {self.arch} ({e})")
 

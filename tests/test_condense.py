@@ -175,7 +175,7 @@ def test_threshold_outside_range_is_refused(threshold):
 
 def test_a_spec_that_does_not_fit_the_variables_is_named():
     """Before any work: the group, the path, the axis and the sizes that do not fit."""
-    from condensation.archs.mlp import mlp_spec
+    from reference_specs import mlp_spec
 
     variables = {"params": {"Dense_0": {"kernel": np.ones((3, 4)), "bias": np.ones(4)},
                             "Dense_1": {"kernel": np.ones((4, 2)), "bias": np.ones(2)}}}

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_specs as ref
 import zoo
 from flax import nnx
 
@@ -28,25 +29,37 @@ from condensation.reduce_model import ReducedModel, load_reduced, reduce_model
 HERE = Path(__file__).resolve().parent
 
 
-def _key(g):
-    return g.producers, g.consumers
+SMALL_STAGES = ((6, 8, 1, 1), (6, 12, 2, 2))  # block 0 expands; one stage with a residual
 
 
-@pytest.mark.parametrize("arch, widths, options, spec_options, shape", [
-    ("mlp", (7, 5, 6), {"out_dim": 3}, {}, (2, 4)),
-    ("cnn", (4, 5, 6), {"n_conv": 2, "num_classes": 3}, {}, (2, 8, 8, 3)),
-    ("residual_cnn", (4, 5, 6), {"num_classes": 3}, {}, (2, 8, 8, 3)),
-    ("mobilenetv2", default_widths(), {"num_classes": 10}, {"tie_stream": True}, (2, 32, 32, 3)),
+@pytest.mark.parametrize("arch, widths, options, spec_options, reference", [
+    ("mlp", (7, 5, 6), {"out_dim": 3}, {}, lambda: ref.mlp_spec(3)),
+    ("cnn", (4, 5, 6), {"n_conv": 2, "num_classes": 3}, {}, lambda: ref.cnn_spec(2, 1)),
+    ("cnn", (4, 5, 6, 3), {"n_conv": 3, "num_classes": 3, "pool": False}, {},
+     lambda: ref.cnn_spec(3, 1)),
+    ("residual_cnn", (4, 5, 6), {"num_classes": 3}, {}, lambda: ref.residual_cnn_spec(2)),
+    ("residual_cnn", (4, 5, 6), {"num_classes": 3}, {"tie_stream": False},
+     lambda: ref.residual_cnn_spec(2, False)),
+    ("mobilenetv2", default_widths(), {"num_classes": 10}, {},
+     lambda: ref.mobilenetv2_spec(default_widths())),
+    ("mobilenetv2", default_widths(with_streams=True), {"num_classes": 10},
+     {"tie_stream": True}, lambda: ref.mobilenetv2_spec(default_widths(), tie_stream=True)),
+    ("mobilenetv2", default_widths(SMALL_STAGES, with_streams=True),
+     {"num_classes": 4, "stages": SMALL_STAGES}, {"tie_stream": True},
+     lambda: ref.mobilenetv2_spec((), stages=SMALL_STAGES, tie_stream=True)),
 ])
-def test_discovered_spec_equals_the_hand_written_one(arch, widths, options, spec_options, shape):
-    a = architecture(arch)
-    module = a.build(widths, **options)
-    x = jnp.zeros(shape)
-    variables = jax.eval_shape(module.init, jax.random.key(0), x)
-    found = discover(lambda v, x: module.apply(v, x), variables, x)
-    hand = a.spec(widths, **options, **spec_options)
-    assert sorted(map(repr, map(_key, found.spec))) == sorted(map(repr, map(_key, hand)))
-    # the only group left alone is the one that reaches the output
+def test_discovered_spec_equals_the_hand_written_one(arch, widths, options, spec_options,
+                                                     reference):
+    """The registered specs are discovered; they equal what was written by hand, names and
+    order included (so every published run reduces the same groups in the same order)."""
+    assert architecture(arch).spec(widths, **options, **spec_options) == reference()
+
+
+def test_discovery_stops_only_at_the_output():
+    module = architecture("mobilenetv2").build(default_widths(), num_classes=10)
+    x = jnp.zeros((1, 32, 32, 3))
+    found = discover(lambda v, x: module.apply(v, x),
+                     jax.eval_shape(module.init, jax.random.key(0), x), x)
     assert len(found.stopped) == 1 and "the model's output" in next(iter(found.stopped.values()))
 
 

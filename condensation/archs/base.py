@@ -5,6 +5,7 @@ branches on an architecture's name.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condensation import coupling
+from condensation.graph import discover
 
 Variables = dict[str, Any]
 
@@ -25,7 +27,8 @@ class Architecture:
     """How to build, couple and read back one architecture.
 
     - ``build(widths, **options) -> nn.Module``;
-    - ``spec(widths, **options) -> Spec``: its coupling spec (options include spec options);
+    - ``spec(widths, **options) -> Spec``: its coupling spec (options include spec options),
+      found by tracing the module (:func:`discovered_spec`) and named by the architecture;
     - ``output_arg``: the ``build`` keyword that takes the task's output size;
     - ``input_shape(variables) -> shape``: an input shape (no batch axis) that fits saved
       variables;
@@ -93,3 +96,27 @@ def image_input(variables: Variables, first_kernel: coupling.Path) -> tuple[int,
     """The input of a conv net with global pooling: its parameters fix the channels (the first
     kernel's input axis) but not the image size; 32x32, the size these networks train at."""
     return (32, 32, int(np.shape(coupling.get(variables, first_kernel))[2]))
+
+
+_DISCOVERED: dict[tuple, coupling.Spec] = {}
+
+
+def discovered_spec(build: Callable[..., nn.Module], widths: Sequence[int],
+                    options: dict[str, Any], input_shape: tuple[int, ...],
+                    name: Callable[[coupling.UnitGroup], tuple[Any, str] | None]) -> coupling.Spec:
+    """The coupling spec of ``build(widths, **options)``, found by tracing its forward pass on
+    an input of ``input_shape`` (:func:`condensation.graph.discover`; cached per process).
+
+    ``name(group)`` gives each discovered group (named after its first producer) a sort key and
+    the architecture's name for it, or None to leave the group alone (e.g. a residual stream
+    without the spec option ``tie_stream``); groups come back sorted by key.
+    """
+    key = (build, tuple(widths), repr(sorted(options.items())), tuple(input_shape))
+    if key not in _DISCOVERED:
+        module = build(widths, **options)
+        x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+        variables = jax.eval_shape(module.init, jax.random.key(0), x)
+        _DISCOVERED[key] = discover(lambda v, x: module.apply(v, x), variables, x).spec
+    named = [(kn[0], dataclasses.replace(g, name=kn[1]))
+             for g in _DISCOVERED[key] for kn in [name(g)] if kn is not None]
+    return tuple(g for _, g in sorted(named, key=lambda t: t[0]))

@@ -7,7 +7,14 @@ import flax.linen as nn
 
 from condensation import coupling
 from condensation.activations import activation as get_activation
-from condensation.archs.base import Architecture, check_widths, image_input, register, scaled_normal
+from condensation.archs.base import (
+    Architecture,
+    check_widths,
+    discovered_spec,
+    image_input,
+    register,
+    scaled_normal,
+)
 
 
 class CNN(nn.Module):
@@ -47,21 +54,17 @@ def build(widths, *, n_conv, num_classes, activation="relu", gamma=1.0, pool=Tru
                activation=activation, gamma=gamma, pool=pool)
 
 
-def spec(widths, *, n_conv, **_) -> coupling.Spec:
-    return cnn_spec(n_conv, len(widths) - n_conv)
+def spec(widths, **options) -> coupling.Spec:
+    """Conv channels (BatchNorm folded; read by the next conv, or after the global pool by the
+    first dense layer), then dense units read by the next layer: discovered, named after their
+    layer (``Conv_i``, ``Dense_i``)."""
+    size = 2 ** options["n_conv"] if options.get("pool", True) else 1
 
+    def name(g):
+        kind, i = g.name.split("_")
+        return (kind != "Conv", int(i)), g.name
 
-def cnn_spec(n_conv: int, n_dense: int) -> coupling.Spec:
-    """Conv channels (BatchNorm folded), then dense units; each read by the next layer."""
-    groups = []
-    for i in range(n_conv):
-        nxt = coupling.conv_in(f"Conv_{i + 1}") if i + 1 < n_conv else coupling.rows("Dense_0")
-        groups.append(coupling.UnitGroup(
-            f"Conv_{i}", (coupling.conv_bn(f"Conv_{i}", f"BatchNorm_{i}"),), (nxt,)))
-    for i in range(n_dense):
-        groups.append(coupling.UnitGroup(
-            f"Dense_{i}", (coupling.dense(f"Dense_{i}"),), (coupling.rows(f"Dense_{i + 1}"),)))
-    return tuple(groups)
+    return discovered_spec(build, widths, options, (size, size, 3), name)
 
 
 ARCH = register(Architecture(

@@ -8,7 +8,7 @@ import numpy as np
 
 from condensation import coupling
 from condensation.activations import activation as get_activation
-from condensation.archs.base import Architecture, check_widths, register, scaled_normal
+from condensation.archs.base import Architecture, check_widths, discovered_spec, register, scaled_normal
 
 
 class MLP(nn.Module):
@@ -36,17 +36,11 @@ def build(widths, *, out_dim, activation="gelu", gamma=1.0) -> MLP:
     return MLP(widths=check_widths(widths), out_dim=out_dim, activation=activation, gamma=gamma)
 
 
-def spec(widths, **_) -> coupling.Spec:
-    """Hidden layer i: producer ``Dense_i`` (kernel columns, bias), consumer ``Dense_{i+1}``'s rows."""
-    return mlp_spec(len(widths))
-
-
-def mlp_spec(n_hidden: int) -> coupling.Spec:
-    return tuple(
-        coupling.UnitGroup(f"Dense_{i}", (coupling.dense(f"Dense_{i}"),),
-                           (coupling.rows(f"Dense_{i + 1}"),))
-        for i in range(n_hidden)
-    )
+def spec(widths, **options) -> coupling.Spec:
+    """Hidden layer i: producer ``Dense_i`` (kernel columns, bias), consumer ``Dense_{i+1}``'s
+    rows (discovered; groups named after their layer)."""
+    return discovered_spec(build, widths, options, (1,),
+                           lambda g: (int(g.name.split("_")[1]), g.name))
 
 
 def input_shape(variables) -> tuple[int]:

@@ -40,8 +40,14 @@ import jax.numpy as jnp
 
 from condensation import coupling
 from condensation.activations import activation as get_activation
-from condensation.archs.base import Architecture, check_widths, image_input, register, scaled_normal
-from condensation.coupling import Producer, UnitGroup
+from condensation.archs.base import (
+    Architecture,
+    check_widths,
+    discovered_spec,
+    image_input,
+    register,
+    scaled_normal,
+)
 
 # torchvision's inverted residual setting: (expansion t, channels c, repeats n, stride s)
 TORCHVISION_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -226,12 +232,10 @@ def build(widths, *, num_classes, activation="relu6", gamma=1.0, stem_stride=2, 
                        strides=strides, stages=stages, dropout=float(dropout))
 
 
-def _conv_bn(conv: str, bn: str) -> Producer:
-    return coupling.conv_bn(conv, bn, bias=False)
-
-
-def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = False, **_) -> coupling.Spec:
-    """Coupling spec; its groups are in the order of ``widths`` (see the module docstring).
+def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = False,
+                     **options) -> coupling.Spec:
+    """Coupling spec, discovered from the traced network; its groups in the order of ``widths``
+    (see the module docstring):
 
     - ``stem``: producers stem conv+BN and block 0's depthwise+BN; consumer block 0's projection.
     - ``b{b}_hidden``: producers the expansion conv+BN **and** the depthwise filter+BN (a channel
@@ -250,37 +254,18 @@ def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = Fa
             "these mobilenetv2 widths include the stage stream widths (their stream channels were "
             "condensed with tie_stream); condense them with spec option tie_stream=true"
         )
-    blocks = blocks_of(stages)
-    if blocks[0].expand:
-        stem_group = UnitGroup("stem", (_conv_bn("stem_conv", "stem_bn"),),
-                               (coupling.conv_in("b0_expand", False, "b0_expand_bn"),))
-    else:
-        stem_group = UnitGroup("stem", (_conv_bn("stem_conv", "stem_bn"), _conv_bn("b0_dw", "b0_dw_bn")),
-                               (coupling.conv_in("b0_project", False, "b0_project_bn"),))
-    groups = [stem_group]
-    for b in blocks:
-        if b.expand:
-            p = f"b{b.index}_"
-            groups.append(UnitGroup(
-                p + "hidden",
-                (_conv_bn(p + "expand", p + "expand_bn"), _conv_bn(p + "dw", p + "dw_bn")),
-                (coupling.conv_in(p + "project", False, p + "project_bn"),),
-            ))
-    groups.append(UnitGroup("head", (_conv_bn("head_conv", "head_bn"),),
-                            (coupling.rows("classifier"),)))
-    if tie_stream:
-        for k in range(len(stages)):
-            members = [b for b in blocks if b.stage == k]
-            nxt = next((b for b in blocks if b.stage == k + 1), None)
-            readers = [(f"b{b.index}_expand", f"b{b.index}_expand_bn") for b in members[1:]]
-            readers.append((f"b{nxt.index}_expand", f"b{nxt.index}_expand_bn") if nxt is not None
-                           else ("head_conv", "head_bn"))
-            groups.append(UnitGroup(
-                f"stage{k}_stream",
-                tuple(_conv_bn(f"b{b.index}_project", f"b{b.index}_project_bn") for b in members),
-                tuple(coupling.conv_in(conv, False, bn) for conv, bn in readers),
-            ))
-    return tuple(groups)
+    stage_of = {b.index: b.stage for b in blocks_of(stages)}
+
+    def name(g):
+        layer = g.name.rsplit("_", 1)
+        if g.name in ("stem_conv", "head_conv"):
+            return ((0, 0) if g.name == "stem_conv" else (2, 0)), layer[0]
+        b = int(layer[0][1:])
+        if layer[1] == "expand":
+            return (1, b), f"b{b}_hidden"
+        return ((3, stage_of[b]), f"stage{stage_of[b]}_stream") if tie_stream else None
+
+    return discovered_spec(build, widths, dict(options, stages=stages), (32, 32, 3), name)
 
 
 ARCH = register(Architecture(

@@ -11,6 +11,7 @@ from condensation.activations import activation as get_activation
 from condensation.archs.base import (
     Architecture,
     check_widths,
+    discovered_spec,
     group_widths,
     image_input,
     register,
@@ -50,28 +51,19 @@ def build(widths, *, num_classes, activation="relu", gamma=1.0) -> ResidualCNN:
                        activation=activation, gamma=gamma)
 
 
-def spec(widths, *, tie_stream: bool = True, **_) -> coupling.Spec:
-    return residual_cnn_spec(len(widths) - 1, tie_stream)
+def spec(widths, *, tie_stream: bool = True, **options) -> coupling.Spec:
+    """Discovered: the stream channels, produced by the stem and by every block's second conv
+    and read by every block's first conv and by the head, form one group ``stream`` when
+    ``tie_stream`` (with ``tie_stream=False`` the stream is left alone, which is always safe);
+    ``b{b}_hidden``: block b's first conv, read by its second."""
 
+    def name(g):
+        if g.name == "stem":
+            return ((0, 0), "stream") if tie_stream else None
+        b = int(g.name.split("_")[0][1:])
+        return (1, b), f"b{b}_hidden"
 
-def residual_cnn_spec(n_blocks: int, tie_stream: bool = True) -> coupling.Spec:
-    """The stream channels are produced by the stem and by every block's second conv, and read
-    by every block's first conv and by the head: one group when ``tie_stream``. With
-    ``tie_stream=False`` the stream is left alone (only the block-internal channels merge),
-    which is always safe.
-    """
-    conv_bn, conv_in = coupling.conv_bn, coupling.conv_in
-    groups = []
-    if tie_stream:
-        producers = (conv_bn("stem", "stem_bn"),) + tuple(
-            conv_bn(f"b{b}_conv2", f"b{b}_bn2") for b in range(n_blocks)
-        )
-        consumers = tuple(conv_in(f"b{b}_conv1") for b in range(n_blocks)) + (coupling.rows("head"),)
-        groups.append(coupling.UnitGroup("stream", producers, consumers))
-    for b in range(n_blocks):
-        groups.append(coupling.UnitGroup(
-            f"b{b}_hidden", (conv_bn(f"b{b}_conv1", f"b{b}_bn1"),), (conv_in(f"b{b}_conv2"),)))
-    return tuple(groups)
+    return discovered_spec(build, widths, options, (8, 8, 3), name)
 
 
 def widths_of(variables, spec: coupling.Spec) -> tuple[int, ...]:
