@@ -90,7 +90,9 @@ class _Array:
 class _Producer:
     slot: tuple[int, int]              # (leaf, axis)
     kind: str                          # "create" | "pass"
-    events: list = field(default_factory=list)  # (primitive, leaves) applied after it, in order
+    # (primitive, leaves, site) applied after it, in order; site: ((scope, equation), data
+    # operand, parameter operand, unit axis)
+    events: list = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +116,10 @@ class Discovery:
     _class_slot: dict[Node, tuple[int, int]]
     _composite: dict[Node, tuple[str, list[tuple[Node, int]]]]
     _reads: dict[tuple[int, int], list] = field(default_factory=dict)
+    # every BatchNorm after a producer: (mean leaf, var leaf, where the mean is subtracted
+    # ((scope, eqn), data operand, mean operand, unit axis), where eps is added to the variance
+    # ((scope, eqn), variance operand))
+    _norms: list[tuple] = field(default_factory=list)
 
     def report(self) -> str:
         lines = [f"{len(self.spec)} unit groups:"]
@@ -151,6 +157,7 @@ class _Walk:
         # axes made of others: node -> ("concat" | "flat", [(part node, size), ...])
         self.composite: dict[Node, tuple[str, list[tuple[Node, int]]]] = {}
         self.eps: dict[int, float] = {}                     # leaf -> eps added to it
+        self.eps_at: dict[int, tuple] = {}                  # leaf -> ((scope, eqn), operand)
         self.scopes: list[dict] = []
         self.next_id = 0
         # where each consumer kernel reads its input: (scope, equation) -> [(slot, operand, how)]
@@ -306,9 +313,11 @@ class _Walk:
         # a parameter combined with a computed array: a per-unit parameter of its producer, or
         # a kernel that passes the units through (a depthwise filter applied tap by tap)
         if kind == "data":
+            data_at = next((j for j, a in enumerate(arrs) if a.kind == "data"), None)
             for _, p in full:
                 if p.kind != "param":
                     continue
+                param_at = next(j for j, a in enumerate(arrs) if a is p)
                 for ax in range(nd):
                     if prod[ax] is None or p.shape[ax] != shape[ax] or shape[ax] == 1 \
                             or not p.prov[ax]:
@@ -322,11 +331,14 @@ class _Walk:
                                   f"{'/'.join(map(str, self.paths[big[0][0]]))}, not a bias, "
                                   "BatchNorm or depthwise filter")
                     else:
-                        self.producers[prod[ax]].events.append((name, p.leaves))
+                        self.producers[prod[ax]].events.append(
+                            (name, p.leaves, (self.at, data_at, param_at, ax)))
         # eps of a normalisation: a parameter plus a scalar constant
         if name == "add" and kind == "param" and len(leaves) == 1:
             lits = [x for x in eqn.invars if isinstance(x, jcore.Literal)]
             if lits:
+                self.eps_at[next(iter(leaves))] = (self.at, next(
+                    j for j, x in enumerate(eqn.invars) if not isinstance(x, jcore.Literal)))
                 # the literal is float32: read back the decimal it was written as (1e-05)
                 self.eps[next(iter(leaves))] = float(str(np.asarray(lits[0].val).item()
                                                          if lits[0].aval.dtype == np.float64
@@ -587,8 +599,9 @@ class _Walk:
 
 
 def _producer_parts(w: _Walk, pr: _Producer) -> tuple[tuple[int, int] | None, tuple | None, str | None]:
-    """(bias leaf, BatchNorm (mean, var, scale, bias leaves, eps), problem) from the ops that
-    followed a producer: ``add b``; then ``sub mean``, ``mul f(var + eps, scale)``, ``add beta``."""
+    """(bias leaf, BatchNorm (mean, var, scale, bias leaves, eps, where the mean is subtracted,
+    where eps is added to the variance), problem) from the ops that followed a producer:
+    ``add b``; then ``sub mean``, ``mul f(var + eps, scale)``, ``add beta``."""
     bias = bn = None
     ev = list(pr.events)
     if ev and ev[0][0] == "add" and len(ev[0][1]) == 1:
@@ -598,10 +611,10 @@ def _producer_parts(w: _Walk, pr: _Producer) -> tuple[tuple[int, int] | None, tu
         var = [lf for lf in ev[1][1] if lf in w.eps]
         scale = [lf for lf in ev[1][1] if lf not in w.eps]
         if len(ev[0][1]) == 1 and len(ev[2][1]) == 1 and len(var) == 1 and len(scale) == 1:
-            bn = (mean, var[0], scale[0], bias2, w.eps[var[0]])
+            bn = (mean, var[0], scale[0], bias2, w.eps[var[0]], ev[0][2], w.eps_at[var[0]])
             ev = ev[3:]
     if ev:
-        names = ", ".join("/".join(map(str, w.paths[lf])) for _, lvs in ev for lf in sorted(lvs))
+        names = ", ".join("/".join(map(str, w.paths[lf])) for e in ev for lf in sorted(e[1]))
         return bias, bn, f"per-unit parameters that are not a bias or a BatchNorm: {names}"
     return bias, bn, None
 
@@ -719,7 +732,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         return tuple(paths[lf])
 
     def bn_ref(bn):
-        mean, var, scale, bias, eps = bn
+        mean, var, scale, bias, eps = bn[:5]
         return BatchNormRef(scale=path(scale), bias=path(bias), mean=path(mean), var=path(var),
                             eps=eps)
 
@@ -771,5 +784,6 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         spec.append(UnitGroup(name, tuple(producers), tuple(consumers)))
         class_slot[root] = first.slot   # the reducible classes: their size is this axis's
     shapes = {aid: a.shape for aid, a in w.arrays.items()}
+    norms = {bn[0]: (bn[0], bn[1], bn[5], bn[6]) for _, bn, _ in parts.values() if bn}
     return Discovery(tuple(spec), stopped, paths, closed, w.n_leaves, w.find, shapes, w.scopes,
-                     class_slot, composite, w.reads)
+                     class_slot, composite, w.reads, list(norms.values()))

@@ -47,7 +47,8 @@ from condensation.condense import (
 from condensation.files import atomic_write_bytes, require_files, write_json
 from condensation.graph import _dtype
 
-__all__ = ["ReducedModel", "reduce_model", "load_reduced", "model_function"]
+__all__ = ["ReducedModel", "reduce_model", "load_reduced", "model_function",
+           "repaired_batchnorms"]
 
 
 def model_function(model: Any, apply_kwargs: Mapping[str, Any] | None = None):
@@ -195,7 +196,7 @@ def load_reduced(folder: str | os.PathLike, model: Any, *,
     return ReducedModel(fn, original, _nest(paths, leaves), widths, meta["stopped"])
 
 
-def _check_amount(threshold, keep, widths, compensate, data) -> None:
+def _check_amount(threshold, keep, widths, compensate, repair, data) -> None:
     if sum(v is not None for v in (threshold, keep, widths)) != 1:
         raise ValueError("give exactly one of threshold (cosine in (0, 1]), keep (a fraction of "
                          "each group's units in (0, 1]) or widths ({group name: units})")
@@ -203,8 +204,9 @@ def _check_amount(threshold, keep, widths, compensate, data) -> None:
         check_threshold(threshold)
     if keep is not None and not 0.0 < float(keep) <= 1.0:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
-    if compensate and data is None:
-        raise ValueError("compensate=True needs calibration inputs: data=<a batch of inputs>")
+    for stage, on in (("compensate", compensate), ("repair", repair)):
+        if on and data is None:
+            raise ValueError(f"{stage}=True needs calibration inputs: data=<a batch of inputs>")
 
 
 def reduce_model(model: Any, variables: Any = None, *example_args: Any,
@@ -212,7 +214,7 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
                  widths: Mapping[str, int] | None = None,
                  apply_kwargs: Mapping[str, Any] | None = None,
                  groups: Sequence[str] | None = None, data: Any = None,
-                 compensate: bool = False) -> ReducedModel:
+                 compensate: bool = False, repair: bool = False) -> ReducedModel:
     """Condense a trained Flax model: in every discovered unit group, units whose input vectors
     (BatchNorm folded) are aligned are merged, the group's outgoing weights summed into its
     representative (the paper's merge). Say how far with exactly one of ``threshold``, ``keep``
@@ -235,10 +237,13 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
         the following BatchNorm's mean) by ridge least squares so that each consumer's output
         on ``data`` stays what it was before the merge (the experiments' ``lstsq`` stage;
         dense and NHWC convolution consumers).
+      repair: after every merge, re-estimate the running statistics of each BatchNorm that
+        follows a kernel on ``data`` (:func:`repaired_batchnorms`; the experiments' ``repair``
+        stage). Give ``data`` as training saw it (augmented).
     """
     from condensation.reduction import threshold_for
 
-    _check_amount(threshold, keep, widths, compensate, data)
+    _check_amount(threshold, keep, widths, compensate, repair, data)
     fn, nnx_vars = model_function(model, apply_kwargs)
     if nnx_vars is not None:
         if variables is not None:
@@ -249,6 +254,8 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
     if not example_args:
         raise ValueError("give at least one example input to trace the model with")
     d = disc.discover(fn, variables, *example_args)
+    if repair and not d._norms:
+        raise ValueError("repair=True: the model has no BatchNorm after a kernel to re-estimate")
     names = [g.name for g in d.spec]
     wanted = list(widths) if widths is not None and groups is None else groups
     if wanted is not None:
@@ -282,6 +289,8 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
                 merged = refit_consumers(reduced, merged, g, inputs, survivors)
             reduced = merged
         report.append(GroupWidth(g.name, n, k))
+    if repair:
+        reduced = repaired_batchnorms(fn, variables, reduced, data)
     return ReducedModel(fn, variables, reduced, report, d.stopped)
 
 
@@ -324,6 +333,31 @@ def traced_consumer_inputs(fn: Callable, original: Any, variables: Any, x: Any,
     return out
 
 
+def repaired_batchnorms(fn: Callable, original: Any, variables: Any, x: Any,
+                        d: disc.Discovery | None = None) -> Any:
+    """``variables`` (of any widths) with the running mean and variance of every BatchNorm
+    that follows a producer re-estimated on the batch ``x``: one pass in which each BatchNorm
+    normalises with its input's statistics in this batch (training mode), so each is estimated
+    on the repaired statistics before it. Use inputs as training saw them (with augmentation):
+    statistics of un-augmented images cost accuracy (docs/usage.md)."""
+    d = d if d is not None else disc.discover(fn, _structs(original), x)
+    if not d._norms:
+        raise ValueError("repair: the model has no BatchNorm after a kernel to re-estimate")
+    leaves = jax.tree_util.tree_leaves(variables)
+    shapes = d.new_shapes([np.shape(a) for a in leaves])
+
+    @jax.jit
+    def run(v, x):
+        stats: dict = {}
+        _evaluate(d, shapes, v + jax.tree_util.tree_leaves(x), batch_stats=stats)
+        return stats
+
+    stats = run(leaves, x)
+    new = [jnp.asarray(stats[i], leaves[i].dtype).reshape(np.shape(leaves[i])) if i in stats
+           else leaves[i] for i in range(len(leaves))]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(variables), new)
+
+
 def _plain(tree):
     """Nested plain dicts (FrozenDict and nnx pure dicts alike) of arrays."""
     if isinstance(tree, Mapping):
@@ -334,10 +368,43 @@ def _plain(tree):
 # -- evaluation of a trace with resized shapes ----------------------------------------------------
 
 def _evaluate(d: disc.Discovery, shapes: dict[int, tuple[int, ...]], flat: list,
-              capture: dict | None = None) -> list:
+              capture: dict | None = None, batch_stats: dict | None = None) -> list:
     """The trace on ``flat`` (variable leaves, then inputs) with the arrays ``shapes`` says;
-    ``capture`` ({(leaf, axis): None}) is filled with what those consumer kernels read."""
-    return _body(d.closed_jaxpr, flat, {"scope": 0, "capture": capture}, d, shapes)
+    ``capture`` ({(leaf, axis): None}) is filled with what those consumer kernels read;
+    with ``batch_stats`` (a dict, filled as {leaf: statistic}) every BatchNorm after a producer
+    normalises with the mean and variance of its input in this batch instead of its stored
+    ones (training-mode BatchNorm), and those are what the dict receives."""
+    norms = None
+    if batch_stats is not None:
+        norms = {"sub": {site[0]: (mean, site[1:]) for mean, _, site, _ in d._norms},
+                 "eps": {site[0]: (mean, var, site[1]) for mean, var, _, site in d._norms},
+                 "out": batch_stats}
+    return _body(d.closed_jaxpr, flat, {"scope": 0, "capture": capture, "norms": norms}, d,
+                 shapes)
+
+
+def _batch_statistics(norms: dict, at: tuple[int, int], ins: list) -> None:
+    """At a BatchNorm's ``x - mean`` (or ``var + eps``) in the trace: the mean (variance) of
+    this batch instead of the stored one, recorded in ``norms["out"]``."""
+    if at in norms["sub"]:
+        mean_leaf, (data, param, axis) = norms["sub"][at]
+        x = ins[data]
+        axes = tuple(a for a in range(np.ndim(x)) if a != axis)
+        mean = jnp.mean(x, axis=axes)
+        shape = [1] * np.ndim(x)
+        shape[axis] = -1
+        norms["out"][mean_leaf] = mean
+        norms["out"][("var", mean_leaf)] = jnp.mean(jnp.square(x - mean.reshape(shape)),
+                                                    axis=axes)
+        ins[param] = mean.reshape(np.shape(ins[param])).astype(ins[param].dtype)
+    if at in norms["eps"]:
+        mean_leaf, var_leaf, operand = norms["eps"][at]
+        if mean_leaf not in norms["out"]:
+            raise ValueError("repair: a BatchNorm adds eps to its variance before it subtracts "
+                             "its mean; this layout is not supported")
+        var = norms["out"].pop(("var", mean_leaf))
+        norms["out"][var_leaf] = var
+        ins[operand] = var.reshape(np.shape(ins[operand])).astype(ins[operand].dtype)
 
 
 def _body(closed, args, state, d, shapes):
@@ -357,6 +424,8 @@ def _body(closed, args, state, d, shapes):
     for k, eqn in enumerate(jaxpr.eqns):
         ins = [read(x) for x in eqn.invars]
         name = eqn.primitive.name
+        if state["norms"] is not None:
+            _batch_statistics(state["norms"], (scope, k), ins)
         if state["capture"] is not None:
             for slot, i, how in d._reads.get((scope, k), ()):
                 if slot in state["capture"]:

@@ -357,6 +357,51 @@ def test_compensation_through_the_trace_brings_the_outputs_back(case):
         reduce_model(m, None, x, keep=0.5, compensate=True)
 
 
+def test_batchnorm_repair_is_training_mode_statistics():
+    """repair=True re-estimates every BatchNorm's running statistics in one pass in which each
+    normalises with its batch statistics: on an unreduced model exactly what flax's training
+    mode computes (read through momentum from zero running statistics); on a reduced one the
+    repaired statistics are those of the reduced network's own activations."""
+    import flax.linen as nn
+
+    class ConvBN(nn.Module):
+        widths: tuple = (6, 8)
+
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            for c in self.widths:
+                x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.5)(
+                    nn.Conv(c, (3, 3), use_bias=False)(x)))
+            return nn.Dense(3)(x.mean((1, 2)))
+
+    m = ConvBN()
+    x = jax.random.normal(jax.random.key(1), (64, 6, 6, 3))
+    v = _init(m, x)
+
+    def training_mode_stats(module, variables):
+        zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+        _, upd = module.apply({**variables, "batch_stats": zero}, x, train=True,
+                              mutable=["batch_stats"])
+        return jax.tree.map(lambda s: 2 * s, upd["batch_stats"])  # momentum 0.5
+
+    same = reduce_model(m, v, x, threshold=1.0, data=x, repair=True)
+    assert [w.after for w in same.widths] == [w.before for w in same.widths]
+    assert not np.allclose(v["batch_stats"]["BatchNorm_1"]["var"],
+                           training_mode_stats(m, v)["BatchNorm_1"]["var"])
+    half = reduce_model(m, v, x, keep=0.5, data=x, repair=True)
+    assert half.params_after < half.params_before
+    small = ConvBN(tuple(w.after for w in half.widths))
+    for r, module in ((same, m), (half, small)):
+        want = training_mode_stats(module, r.variables)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                     r.variables["batch_stats"], want)
+    with pytest.raises(ValueError, match="repair=True needs calibration inputs"):
+        reduce_model(m, v, x, keep=0.5, repair=True)
+    mlp = zoo.NNXMLP((5, 6), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="no BatchNorm after a kernel"):
+        reduce_model(mlp, None, jnp.ones((2, 4)), keep=0.5, data=jnp.ones((2, 4)), repair=True)
+
+
 def test_what_cannot_be_followed_is_left_alone():
     """A gather's output (an embedding), a concatenation of a concatenation (DenseNet), the same
     units twice in one (CReLU): left alone and reported, and the reduced model still runs."""
