@@ -114,27 +114,33 @@ def test_any_batch_size_compiles_a_handful_of_times():
         np.testing.assert_allclose(Y1, Y2, rtol=1e-5, atol=1e-9)
 
 
+def _heldout_states(n=512):
+    import numpy as np
+    z = np.load(PUBLISHED / "heldout.npz")
+    pick = np.random.default_rng(0).choice(len(z["test.T"]), n, replace=False)
+    return tuple(z[f"test.{k}"][pick].astype(np.float32) for k in "TPY")
+
+
 def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
     """experiments.export writes the step as a serialized jax.export; a fresh process that
-    imports neither Flax nor the surrogate code runs it, equal to the step to 1e-5."""
+    imports neither Flax nor the surrogate code runs it, equal to the step to 1e-5 on held-out
+    test states of the published run."""
     pytest.importorskip("flatbuffers")
     import numpy as np
 
-    from condensation.combustion.chem import cantera_trajectory
     s = _published()
     folder = PUBLISHED / "surrogate" / "reduced"
     out = subprocess.run([sys.executable, "-m", "experiments.export", f"checkpoint={folder}",
                           "format=stablehlo", f"out={tmp_path / 'step.shlo'}"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    _, T, Y = cantera_trajectory(s.mechanism_name, 1175.0, 130000.0, 0.9, s.dt, 200)
-    np.savez(tmp_path / "states.npz", T=T[::7], Y=Y[::7])
+    T, P, Y = _heldout_states()
+    np.savez(tmp_path / "states.npz", T=T, P=P, Y=Y)
     code = (
         "import sys, json, numpy as np, jax, jax.numpy as jnp\n"
         "e = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
         "z = np.load(sys.argv[2])\n"
-        "T, Y = e.call(jnp.asarray(z['T'], jnp.float32), jnp.full(len(z['T']), 130000.0, "
-        "jnp.float32), jnp.asarray(z['Y'], jnp.float32))\n"
+        "T, Y = e.call(*(jnp.asarray(z[k]) for k in 'TPY'))\n"
         "assert 'flax' not in sys.modules and 'condensation' not in sys.modules\n"
         "np.savez(sys.argv[3], T=np.asarray(T), Y=np.asarray(Y))\n")
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "step.shlo"),
@@ -142,7 +148,7 @@ def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     got = np.load(tmp_path / "out.npz")
-    T1, Y1 = s.step(T[::7], 130000.0, Y[::7], guard="off")
+    T1, Y1 = s.step(T, P, Y, guard="off")
     np.testing.assert_allclose(got["T"], T1, rtol=1e-5)
     np.testing.assert_allclose(got["Y"], Y1, rtol=1e-5, atol=1e-7)
     meta = json.loads((tmp_path / "step.shlo.json").read_text())
@@ -158,9 +164,7 @@ def test_onnx_export_runs_in_a_fresh_process(tmp_path):
     from condensation.combustion.export import export_onnx
     s = _published()
     export_onnx(s, tmp_path / "step.onnx")
-    z = np.load(PUBLISHED / "heldout.npz")
-    pick = np.random.default_rng(0).choice(len(z["test.T"]), 512, replace=False)
-    T, P, Y = (z[f"test.{k}"][pick].astype(np.float32) for k in "TPY")
+    T, P, Y = _heldout_states()
     np.savez(tmp_path / "states.npz", T=T, P=P, Y=Y)
     code = (
         "import sys, numpy as np, onnxruntime as ort\n"
