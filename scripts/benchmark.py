@@ -290,15 +290,36 @@ def one_step(s: dict[str, Surrogate], budget: Budget) -> dict[str, Any]:
                                           sur.x_norm.apply(features(*states, sur.active_index)))
         what |= {f"step_{which}": f"{which} surrogate step (network + projections)",
                  f"network_{which}": f"{which} network only"}
+    fns |= onnx_steps(s, (T, P, Y), what)
     t, out = bench(fns, budget, f"one step, {n} states")
     t = {name: {"what": what[name], **row, "per_sample_s": sig(row["median_s"] / n),
                 "speedup_vs_cantera": sig(t["cantera_cold"]["median_s"] / row["median_s"])}
          for name, row in t.items()}
-    for which in PAIR:
-        T_next = np.asarray(out[f"step_{which}"][0], np.float64)
-        t[f"step_{which}"]["T_mae_vs_cantera_K"] = sig(float(np.abs(T_next - out["cantera_cold"]).mean()))
+    for key in [f"step_{w}" for w in PAIR] + [f"onnx_{w}" for w in PAIR if f"onnx_{w}" in t]:
+        T_next = np.asarray(out[key][0], np.float64)
+        t[key]["T_mae_vs_cantera_K"] = sig(float(np.abs(T_next - out["cantera_cold"]).mean()))
     return {"n_states": n, "batch": n, "states": "drawn without replacement from 12 Cantera H2/air "
             "ignitions of 400 dt (T0 1000-1400 K, 0.5-2 atm, phi 0.5-2)", "timings": t}
+
+
+def onnx_steps(s: dict[str, Surrogate], states, what: dict) -> dict:
+    """The same steps exported to ONNX and run by onnxruntime (when the export extra is
+    installed): what a C++ solver would call."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return {}
+    import tempfile
+
+    from condensation.combustion.export import export_onnx, load_onnx
+    fns = {}
+    T, P, Y = (np.asarray(a, np.float32) for a in states)
+    with tempfile.TemporaryDirectory() as tmp:
+        for which, sur in s.items():
+            step = load_onnx(export_onnx(sur, Path(tmp) / f"{which}.onnx"))
+            fns[f"onnx_{which}"] = lambda step=step: step(T, P, Y)
+            what[f"onnx_{which}"] = f"{which} surrogate step exported to ONNX, onnxruntime (CPU)"
+    return fns
 
 
 def trajectory(s: dict[str, Surrogate], budget: Budget, T0=1200.0, P=ONE_ATM, phi=1.0) -> dict[str, Any]:
