@@ -115,9 +115,10 @@ class Surrogate:
         n = len(T)
         m = bucket(n)
         pad = lambda a: np.concatenate([a, np.repeat(a[:1], m - n, axis=0)]) if m > n else a
-        T1, Y1 = _step(self, self.variables, jnp.asarray(pad(T), jnp.float32),
-                       jnp.asarray(pad(P), jnp.float32), jnp.asarray(pad(Y), jnp.float32))
-        T1, Y1 = np.array(T1[:n], np.float64), np.array(Y1[:n], np.float64)
+        # float32 on the host: jnp.asarray(x, jnp.float32) would compile a cast per bucket
+        T1, Y1 = _step(self, self.variables, *(pad(a).astype(np.float32) for a in (T, P, Y)))
+        # slice on the host: slicing the device arrays would compile a slice for every new n
+        T1, Y1 = np.asarray(T1, np.float64)[:n], np.asarray(Y1, np.float64)[:n]
         if status.any():
             frozen = status == 1
             T1[frozen], Y1[frozen] = T[frozen], Y[frozen]
