@@ -54,18 +54,7 @@ def _conv_bn(conv: str, bn: str) -> Producer:
 
 
 def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = False, **_) -> coupling.Spec:
-    """Coupling spec; its groups are in the order of ``widths`` (see the module docstring).
-
-    - ``stem``: producers stem conv+BN and block 0's depthwise+BN; consumer block 0's projection.
-    - ``b{b}_hidden``: producers the expansion conv+BN **and** the depthwise filter+BN (a channel
-      is the whole path expand -> BN -> act -> depthwise -> BN -> act: both stages must agree for
-      the merge to be exact); consumer the projection's input slices.
-    - ``head``: producer head conv+BN; consumer the classifier's rows.
-    - with ``tie_stream``, ``stage{k}_stream``: producers every projection conv+BN of stage k (the
-      first block creates the stream, the others add into it); consumers the expansion inputs of
-      the stage's other blocks and the next stage's first block (or the head conv). Without it
-      the stream channels are left alone, which is always safe.
-    """
+    """The spec as written by hand (the module docstring of archs/mobilenetv2.py)."""
     stages = _check_stages(stages)
     blocks = blocks_of(stages)
     if blocks[0].expand:

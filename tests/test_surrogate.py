@@ -127,29 +127,13 @@ def _heldout_states(n=512):
     return tuple(z[f"test.{k}"][pick].astype(np.float32) for k in "TPY")
 
 
-def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
-    """experiments.export writes the step as a serialized jax.export; a fresh process that
-    imports neither Flax nor the surrogate code runs it, equal to the step to 1e-5 on held-out
-    test states of the published run."""
-    pytest.importorskip("flatbuffers")
+def _equals_the_step_in_a_fresh_process(s, tmp_path, artifact, code):
+    """Run ``code`` (argv: artifact, states.npz, out.npz) on held-out states in a fresh process;
+    its T, Y must equal the JAX step's to 1e-5."""
     import numpy as np
-
-    s = _published()
-    folder = PUBLISHED / "surrogate" / "reduced"
-    out = subprocess.run([sys.executable, "-m", "experiments.export", f"checkpoint={folder}",
-                          "format=stablehlo", f"out={tmp_path / 'step.shlo'}"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
     T, P, Y = _heldout_states()
     np.savez(tmp_path / "states.npz", T=T, P=P, Y=Y)
-    code = (
-        "import sys, json, numpy as np, jax, jax.numpy as jnp\n"
-        "e = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
-        "z = np.load(sys.argv[2])\n"
-        "T, Y = e.call(*(jnp.asarray(z[k]) for k in 'TPY'))\n"
-        "assert 'flax' not in sys.modules and 'condensation' not in sys.modules\n"
-        "np.savez(sys.argv[3], T=np.asarray(T), Y=np.asarray(Y))\n")
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "step.shlo"),
+    run = subprocess.run([sys.executable, "-c", code, str(artifact),
                           str(tmp_path / "states.npz"), str(tmp_path / "out.npz")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -157,6 +141,27 @@ def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
     T1, Y1 = s.step(T, P, Y, guard="off")
     np.testing.assert_allclose(got["T"], T1, rtol=1e-5)
     np.testing.assert_allclose(got["Y"], Y1, rtol=1e-5, atol=1e-7)
+
+
+def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
+    """experiments.export writes the step as a serialized jax.export; a fresh process that
+    imports neither Flax nor the surrogate code runs it, equal to the step to 1e-5 on held-out
+    test states of the published run."""
+    pytest.importorskip("flatbuffers")
+
+    s = _published()
+    folder = PUBLISHED / "surrogate" / "reduced"
+    out = subprocess.run([sys.executable, "-m", "experiments.export", f"checkpoint={folder}",
+                          "format=stablehlo", f"out={tmp_path / 'step.shlo'}"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    _equals_the_step_in_a_fresh_process(s, tmp_path, tmp_path / "step.shlo", (
+        "import sys, json, numpy as np, jax, jax.numpy as jnp\n"
+        "e = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+        "z = np.load(sys.argv[2])\n"
+        "T, Y = e.call(*(jnp.asarray(z[k]) for k in 'TPY'))\n"
+        "assert 'flax' not in sys.modules and 'condensation' not in sys.modules\n"
+        "np.savez(sys.argv[3], T=np.asarray(T), Y=np.asarray(Y))\n"))
     meta = json.loads((tmp_path / "step.shlo.json").read_text())
     assert meta["species"] == list(s.species) and meta["envelope"]["T"][0] > 900
 
@@ -165,28 +170,17 @@ def test_onnx_export_runs_in_a_fresh_process(tmp_path):
     """The step as ONNX, run by onnxruntime in a process without JAX, equals the JAX step to
     1e-5 on held-out test states of the published run."""
     pytest.importorskip("onnxruntime")
-    import numpy as np
 
     from condensation.combustion.export import export_onnx
     s = _published()
     export_onnx(s, tmp_path / "step.onnx")
-    T, P, Y = _heldout_states()
-    np.savez(tmp_path / "states.npz", T=T, P=P, Y=Y)
-    code = (
+    _equals_the_step_in_a_fresh_process(s, tmp_path, tmp_path / "step.onnx", (
         "import sys, numpy as np, onnxruntime as ort\n"
         "z = np.load(sys.argv[2])\n"
         "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
         "T, Y = s.run(['T_next', 'Y_next'], {'T': z['T'], 'P': z['P'], 'Y': z['Y']})\n"
         "assert 'jax' not in sys.modules and 'condensation' not in sys.modules\n"
-        "np.savez(sys.argv[3], T=T, Y=Y)\n")
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "step.onnx"),
-                          str(tmp_path / "states.npz"), str(tmp_path / "out.npz")],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    got = np.load(tmp_path / "out.npz")
-    T1, Y1 = s.step(T, P, Y, guard="off")
-    np.testing.assert_allclose(got["T"], T1, rtol=1e-5)
-    np.testing.assert_allclose(got["Y"], Y1, rtol=1e-5, atol=1e-7)
+        "np.savez(sys.argv[3], T=T, Y=Y)\n"))
     assert json.loads((tmp_path / "step.onnx.json").read_text())["species"] == list(s.species)
 
 
