@@ -69,6 +69,7 @@ Compensate = _names("Compensate", ("lstsq",))  # null: none
 Repair = _names("Repair", ("bn",))  # null: none
 Similarity = _names("Similarity", ("weights", "parts", "activations"))  # null: weights
 ConstantUnits = _names("ConstantUnits", ("fold",))  # null: keep them
+DeadInputs = _names("DeadInputs", ("zero",))  # null: keep them
 Widths = _names("Widths", ALLOCATIONS)  # null: uniform
 Merge = _names("Merge", MERGES)  # null: sum
 ToleranceMode = _names("ToleranceMode", ("relative", "absolute"))
@@ -366,6 +367,9 @@ class Reduce(Section):
     # what condensation compares, and whether units constant on the calibration data go first
     similarity: Similarity | None = spec(None)
     constant_units: ConstantUnits | None = spec(None)
+    # zero: before each group's selection, its kernels' entries that receive no data on the
+    # calibration inputs are set to 0 (every method then compares and keeps what the data reach)
+    dead_inputs: DeadInputs | None = spec(None)
     # the stages after selection (null: off) and their calibration data
     compensate: Compensate | None = spec(None)
     repair: Repair | None = spec(None)

@@ -333,6 +333,7 @@ def _stages(run: Run, r: int) -> Stages:
     return Stages(compensate=rcfg.get("compensate") == "lstsq", repair=rcfg.get("repair") == "bn",
                   calib=x[pick], augment=run.task.augment,
                   fold_constant=rcfg.get("constant_units") == "fold",
+                  zero_dead_inputs=rcfg.get("dead_inputs") == "zero",
                   similarity=rcfg.get("similarity") or "weights", merge=rcfg.get("merge") or "sum")
 
 
@@ -391,6 +392,7 @@ def _pipeline(rcfg: dict[str, Any]) -> dict[str, Any]:
             "widths": rcfg.get("widths") or ("uniform" if rcfg["mode"] == "target" else None),
             "similarity": rcfg.get("similarity") or "weights", "merge": rcfg.get("merge") or "sum",
             "constant_units": rcfg.get("constant_units") or "keep",
+            "dead_inputs": rcfg.get("dead_inputs") or "keep",
             "compensate": rcfg.get("compensate") or "none", "repair": rcfg.get("repair") or "none",
             "calibration": rcfg.get("calibration") or 2048,
             "finetune_epochs": rcfg["finetune_epochs"], "finetune_lr": rcfg.get("finetune_lr"),

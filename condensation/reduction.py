@@ -69,8 +69,9 @@ from condensation.condense import (
     merge_group,
     num_groups,
     producer_vectors,
+    set_paths,
 )
-from condensation.coupling import UnitGroup
+from condensation.coupling import UnitGroup, get
 from condensation.network import (
     Network,
     check_shapes,
@@ -275,12 +276,15 @@ class Stages:
     calib: np.ndarray | None = None
     augment: Callable | None = None
     fold_constant: bool = False       # remove units constant on the calibration data first
+    zero_dead_inputs: bool = False    # zero the kernel entries no calibration input reaches first
     similarity: str = "weights"       # condense, fold: weights | parts | activations
     merge: str = "sum"                # condense, fold: sum (the paper) | centroid (model folding)
 
     def __post_init__(self):
-        if (self.compensate or self.repair or self.fold_constant) and self.calib is None:
-            raise ValueError("compensation, repair and folding need calibration data (Stages.calib)")
+        if (self.compensate or self.repair or self.fold_constant or self.zero_dead_inputs) \
+                and self.calib is None:
+            raise ValueError("compensation, repair, folding and zeroing dead inputs need "
+                             "calibration data (Stages.calib)")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity {self.similarity!r}; allowed: {', '.join(SIMILARITIES)}")
         if self.merge not in MERGES:
@@ -320,6 +324,9 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
     group's reduction; at the end re-estimate the BatchNorm statistics (repair)."""
     for i, group in enumerate(net.spec()):
         inputs = None
+        if stages.zero_dead_inputs:
+            variables = zero_dead_inputs(net.with_widths(widths_of(net, variables)).module(),
+                                         variables, stages.calib, group)
         if stages.needs_data or needs_data:
             if stages.calib is None:
                 raise ValueError("this selection needs calibration data (Stages.calib)")
@@ -342,6 +349,31 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
     if stages.repair:
         variables = repair_batchnorm(new_net.module(), variables, stages.calib, stages.augment)
     return new_net, jax.tree.map(jnp.asarray, variables)
+
+
+def zero_dead_inputs(module, variables: Variables, x: np.ndarray, group: UnitGroup,
+                     batch: int = 256) -> Variables:
+    """The group's producer kernels with every entry that no unit's output depends on over the
+    calibration inputs ``x[:batch]`` set to 0 (its gradient, summed over the batch, is exactly 0
+    for every unit): entries that only ever multiply zeros, such as the outer taps of a 3x3
+    depthwise filter applied to a 1x1 image, or the weights from an input channel that is 0 on
+    every input. Left in, they are noise in every comparison of the units' input vectors
+    (condensation's similarity, magnitudes, k-means); removed, the network's outputs on such
+    inputs stay the same."""
+    params = variables["params"]
+
+    def energy(p):
+        return jnp.sum(jnp.square(module.apply({**variables, "params": p}, x[:batch])))
+
+    grads = {"params": jax.jit(jax.grad(energy))(params)}
+    updates = {}
+    for p in group.producers:
+        g = np.moveaxis(np.asarray(get(grads, p.kernel.path)), p.kernel.axis, 0)
+        live = np.any(g != 0, axis=0)
+        if not live.all():
+            kernel = np.moveaxis(np.asarray(get(variables, p.kernel.path)), p.kernel.axis, 0)
+            updates[p.kernel.path] = jnp.asarray(np.moveaxis(kernel * live, 0, p.kernel.axis))
+    return set_paths(variables, updates) if updates else variables
 
 
 def _survivors(net: Network, variables: Variables, group: UnitGroup, stages: Stages):

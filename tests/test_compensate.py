@@ -123,6 +123,30 @@ def test_constant_units_are_folded_exactly():
     np.testing.assert_allclose(outputs(small, new, x), outputs(MLP, v, x), atol=1e-5)
 
 
+def test_kernel_entries_no_input_reaches_are_zeroed_and_nothing_else_changes():
+    """A MobileNetV2 on 8x8 images whose last stage runs at 2x2 -> 1x1 -> 1x1: the 3x3
+    depthwise taps that only ever read padding are zeroed (all but the centre at 1x1; all but
+    the bottom-right 2x2 of a stride-2 filter on a 2x2 image, padded by one on each side as
+    torchvision does), every tap of a stride-1 filter on 2x2 is kept, and the outputs stay the
+    same."""
+    from condensation.archs.mobilenetv2 import default_widths
+    from condensation.reduction import zero_dead_inputs
+    stages = [[1, 8, 1, 1], [6, 12, 2, 2], [6, 16, 2, 2]]
+    net = Network("mobilenetv2", default_widths(stages, stem=8, head=64),
+                  {"num_classes": 3, "stages": stages})
+    v = init(net, (8, 8, 3))
+    x = np.random.default_rng(3).normal(size=(32, 8, 8, 3)).astype(np.float32)
+    groups = {g.name: g for g in net.spec()}
+    live = {}
+    for b in (2, 3, 4):   # 2x2 -> 2x2, 2x2 -> 1x1 (stride 2), 1x1 -> 1x1
+        new = zero_dead_inputs(net.module(), v, x, groups[f"b{b}_hidden"])
+        live[b] = np.asarray(new["params"][f"b{b}_dw"]["kernel"])[..., 0, 0] != 0
+        np.testing.assert_allclose(outputs(net, new, x), outputs(net, v, x), rtol=1e-5, atol=1e-6)
+    assert live[2].all()
+    assert np.array_equal(live[3], [[0, 0, 0], [0, 1, 1], [0, 1, 1]])
+    assert np.array_equal(live[4], [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+
+
 @pytest.mark.parametrize("similarity", ["parts", "activations"])
 def test_condensation_by_other_similarities(similarity):
     """Two identical units merge under every similarity (and the merge is exact)."""
@@ -143,7 +167,7 @@ def test_every_selection_runs_with_compensation_and_repair(name):
     x = np.random.default_rng(5).normal(size=(128, 8, 8, 3)).astype(np.float32)
     target = uniform_widths(CNN, 0.5, (8, 8, 3))
     stages = Stages(compensate=True, repair=True, calib=x, fold_constant=True,
-                    similarity="parts" if name == "condense" else "weights")
+                    zero_dead_inputs=True, similarity="parts" if name == "condense" else "weights")
     small, new = method(name).reduce(CNN, v, threshold=None, target=target, activation="relu",
                                      input_shape=(8, 8, 3), rng=jax.random.key(0), stages=stages)
     assert all(w <= t for w, t in zip(small.widths, target, strict=True))
@@ -162,7 +186,7 @@ def test_target_mode_with_every_stage_end_to_end(name, tmp_path):
     assert summary["pipeline"] == {"select": name, "mode": "target", "target": 0.4,
                                    "widths": widths, "similarity": "weights",
                                    "merge": "centroid" if name == "fold" else "sum",
-                                   "constant_units": "keep",
+                                   "constant_units": "keep", "dead_inputs": "keep",
                                    "compensate": "lstsq", "repair": "bn", "calibration": 64,
                                    "finetune_epochs": 2, "finetune_lr": None, "distill": 0.5}
 
