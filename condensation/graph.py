@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import jax
@@ -599,9 +600,8 @@ class _Walk:
 
 
 def _producer_parts(w: _Walk, pr: _Producer) -> tuple[tuple[int, int] | None, tuple | None, str | None]:
-    """(bias leaf, BatchNorm (mean, var, scale, bias leaves, eps, where the mean is subtracted,
-    where eps is added to the variance), problem) from the ops that followed a producer:
-    ``add b``; then ``sub mean``, ``mul f(var + eps, scale)``, ``add beta``."""
+    """(bias leaf, BatchNorm (mean, var, scale, bias leaves, eps), problem) from the ops that
+    followed a producer: ``add b``; then ``sub mean``, ``mul f(var + eps, scale)``, ``add beta``."""
     bias = bn = None
     ev = list(pr.events)
     if ev and ev[0][0] == "add" and len(ev[0][1]) == 1:
@@ -611,7 +611,7 @@ def _producer_parts(w: _Walk, pr: _Producer) -> tuple[tuple[int, int] | None, tu
         var = [lf for lf in ev[1][1] if lf in w.eps]
         scale = [lf for lf in ev[1][1] if lf not in w.eps]
         if len(ev[0][1]) == 1 and len(ev[2][1]) == 1 and len(var) == 1 and len(scale) == 1:
-            bn = (mean, var[0], scale[0], bias2, w.eps[var[0]], ev[0][2], w.eps_at[var[0]])
+            bn = (mean, var[0], scale[0], bias2, w.eps[var[0]])
             ev = ev[3:]
     if ev:
         names = ", ".join("/".join(map(str, w.paths[lf])) for e in ev for lf in sorted(e[1]))
@@ -709,6 +709,32 @@ def _add_consumers(w: _Walk, by_root, composite, creator, slot_node, paths) -> N
                 (slot, (before, after), split))
 
 
+def _computes_and_reads(w: _Walk, members: dict, path: Callable) -> list[str]:
+    """Why a group cannot be merged when one parameter both computes and reads its units: on
+    the same axis (tied transposed weights) or on two axes of one kernel (a layer applied again
+    after a normalisation shared with the layer before it); a merge would change it twice."""
+    made = {w.producers[i].slot for i in members["producers"]}
+    read = {s for s, _, _ in members["consumers"]}
+    why = []
+    for lf in sorted({s[0] for s in made} & {s[0] for s in read}):
+        how = ("tied weights" if any(s in read for s in made if s[0] == lf)
+               else "a layer that reads the units it computes, through a shared normalisation")
+        why.append(f"parameter {'/'.join(map(str, path(lf)))} both computes and reads the units "
+                   f"({how})")
+    return why
+
+
+def _norm(w: _Walk, pr: _Producer) -> tuple | None:
+    """(mean leaf, var leaf, where the mean is subtracted, where eps is added to var) when a
+    normalisation follows the producer (after its bias, if any): the subtraction of a parameter,
+    then a product with something of ``var + eps``; scale and shift optional."""
+    ev = [e for e in pr.events if not (e[0] == "add" and e is pr.events[0])]
+    if len(ev) < 2 or ev[0][0] != "sub" or ev[1][0] != "mul" or len(ev[0][1]) != 1:
+        return None
+    var = [lf for lf in ev[1][1] if lf in w.eps]
+    return (next(iter(ev[0][1])), var[0], ev[0][2], w.eps_at[var[0]]) if len(var) == 1 else None
+
+
 def _assemble(w: _Walk, closed, paths) -> Discovery:
     # every parameter axis in a class ties the class to that axis; two classes sharing one are
     # one class (shared weights)
@@ -732,7 +758,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         return tuple(paths[lf])
 
     def bn_ref(bn):
-        mean, var, scale, bias, eps = bn[:5]
+        mean, var, scale, bias, eps = bn
         return BatchNormRef(scale=path(scale), bias=path(bias), mean=path(mean), var=path(var),
                             eps=eps)
 
@@ -747,16 +773,7 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         inner = kpath[1:] if kpath[0] == "params" else kpath
         name = "/".join(map(str, inner[:-1] if len(inner) > 1 else inner))
         why = list(dict.fromkeys(stops.get(root, [])))
-        # one parameter axis in several roles (a tied kernel that computes and reads the units)
-        slots = {}
-        for i in members["producers"]:
-            slots.setdefault(w.producers[i].slot, set()).add(w.producers[i].kind)
-        for s, _, _ in members["consumers"]:
-            slots.setdefault(s, set()).add("consume")
-        for s, roles in slots.items():
-            if "consume" in roles and len(roles) > 1:
-                why.append(f"parameter {'/'.join(map(str, path(s[0])))} both computes and reads "
-                           "the units (tied weights)")
+        why += _computes_and_reads(w, members, path)
         unique, producers = [], []
         for i in members["producers"]:
             if w.producers[i].slot in [w.producers[j].slot for j in unique]:
@@ -784,6 +801,6 @@ def _assemble(w: _Walk, closed, paths) -> Discovery:
         spec.append(UnitGroup(name, tuple(producers), tuple(consumers)))
         class_slot[root] = first.slot   # the reducible classes: their size is this axis's
     shapes = {aid: a.shape for aid, a in w.arrays.items()}
-    norms = {bn[0]: (bn[0], bn[1], bn[5], bn[6]) for _, bn, _ in parts.values() if bn}
+    norms = {n[2][0]: n for n in map(partial(_norm, w), w.producers) if n}  # one per site
     return Discovery(tuple(spec), stopped, paths, closed, w.n_leaves, w.find, shapes, w.scopes,
                      class_slot, composite, w.reads, list(norms.values()))

@@ -6,10 +6,12 @@ gets a named dynamic dimension), and writes every equation as ONNX operators (op
 with the ``onnx`` package. What it covers is what inference graphs of this project contain:
 
 - element-wise arithmetic, comparisons, ``select_n``, casts, ``tanh``/``exp``/``log``/``erf``...;
-- ``dot_general`` (as ``Einsum``), ``reduce_sum``/``max``/``min``, ``broadcast_in_dim``,
-  ``reshape``, ``squeeze``, ``transpose``, ``slice``, ``concatenate``, ``stack``, ``split``;
+- ``dot_general`` (as ``Einsum``), ``reduce_sum``/``max``/``min``, ``argmax``/``argmin``,
+  ``broadcast_in_dim``, ``reshape``, ``squeeze``, ``transpose``, ``slice``, ``dynamic_slice``
+  at constant offsets, ``concatenate``, ``stack``, ``split``, ``clamp``;
 - ``gather`` and ``scatter`` (set) whose indices are constants (``x[:, idx]``, ``jnp.diagonal``,
-  ``x.at[:, idx].set(v)``), written as one ``Gather`` on the indexed axes flattened;
+  ``x.at[:, idx].set(v)``; out-of-range indices clipped or dropped as their mode says, a
+  gather that would fill refused), written as one ``Gather`` on the indexed axes flattened;
 - nested calls (``jit``, ``custom_jvp``/``custom_vjp``: the primal) inlined, and ``scan`` /
   ``fori_loop`` with a fixed trip count unrolled.
 
@@ -18,6 +20,8 @@ Equations whose inputs are all constants are evaluated here (folded into initial
 (a linear solve, ``sort``, a ``while_loop`` with a data-dependent end, gathers with computed
 indices) stops the translation with one error naming the primitive; rewrite that part with the
 ops above (e.g. :func:`condensation.combustion.chem.solve_small` for small batched systems).
+Casts from floats to integers follow ONNX (out-of-range values are not saturated as in XLA),
+and bitwise ``and``/``or``/``xor``/``not`` are translated for booleans only.
 
 Why a translator here rather than jax2onnx: jax2onnx 0.17 pins orbax-checkpoint below the
 version this project uses and pulls in equinox, dm-pix and huggingface-hub; its batched ``lu``
@@ -111,7 +115,8 @@ def _linear(d, symbol: str):
     """``c`` when dimension expression ``d == c * symbol``, else None."""
     try:
         c = d._evaluate({symbol: 1})
-        return int(c) if d._evaluate({symbol: 2}) == 2 * c and c > 0 else None
+        linear = all(d._evaluate({symbol: n}) == n * c for n in (2, 3, 7, 1000))
+        return int(c) if linear and c > 0 else None
     except Exception:  # another symbol, or not a dimension expression
         return None
 
@@ -151,8 +156,8 @@ class _Translator:
         name = eqn.primitive.name
         if name in _CALLS or name == "scan":
             return self.call(eqn, ins) if name != "scan" else self.scan(eqn, ins)
-        if all(isinstance(v, _Const) for v in ins) and all(_is_static(v.aval)
-                                                          for v in eqn.outvars):
+        if name != "dim_as_value" and all(isinstance(v, _Const) for v in ins) and all(
+                _is_static(v.aval) for v in eqn.outvars):
             out = eqn.primitive.bind(*[v.value for v in ins], **eqn.params)
             return [_Const(o) for o in (out if eqn.primitive.multiple_results else [out])]
         rule = _RULES.get(name)
@@ -196,7 +201,7 @@ class _Translator:
         return carry + stacked
 
 
-_KEEP_CONST = {"gather", "scatter"}  # rules that need their indices as values
+_KEEP_CONST = {"gather", "scatter", "dynamic_slice"}  # rules that need their indices as values
 _RULES: dict[str, Callable] = {}
 
 
@@ -208,10 +213,20 @@ def _rule(*names):
     return register
 
 
-for _name, _op in _BINARY.items():
-    _RULES[_name] = lambda t, eqn, ins, _op=_op: t.g.op(_op, ins)
-for _name, _op in _UNARY.items():
-    _RULES[_name] = lambda t, eqn, ins, _op=_op: t.g.op(_op, ins)
+_LOGICAL = ("and", "or", "xor", "not")
+
+
+def _elementwise(op: str):
+    def rule(t, eqn, ins):
+        if eqn.primitive.name in _LOGICAL and eqn.invars[0].aval.dtype != np.bool_:
+            raise NotImplementedError(f"ONNX export: bitwise {eqn.primitive.name} on "
+                                      f"{eqn.invars[0].aval.dtype} (only booleans) ({eqn})")
+        return t.g.op(op, ins)
+    return rule
+
+
+for _name, _op in {**_BINARY, **_UNARY}.items():
+    _RULES[_name] = _elementwise(_op)
 
 
 @_rule("ne")
@@ -226,14 +241,23 @@ def _rsqrt(t, eqn, ins):
 
 @_rule("log1p", "expm1", "erfc", "square")
 def _composite(t, eqn, ins):
-    one = t.g.const(np.ones((), eqn.invars[0].aval.dtype))
-    if eqn.primitive.name == "erfc":
+    x, one = ins[0], t.g.const(np.ones((), eqn.invars[0].aval.dtype))
+    name = eqn.primitive.name
+    if name == "erfc":  # 1 - erf: absolute accuracy only (erfc(5) = 1.5e-12 comes out as 0)
         return t.g.op("Sub", [one, t.g.op("Erf", ins)])
-    if eqn.primitive.name == "log1p":
-        return t.g.op("Log", [t.g.op("Add", [ins[0], one])])
-    if eqn.primitive.name == "expm1":
-        return t.g.op("Sub", [t.g.op("Exp", ins), one])
-    return t.g.op("Mul", [ins[0], ins[0]])
+    if name in ("log1p", "expm1"):
+        # accurate near 0 (Goldberg / Kahan): log1p x = log(u) x / (u - 1) with u = 1 + x, and
+        # expm1 x = (u - 1) x / log(u) with u = exp(x); x itself where u rounds to 1
+        u = t.g.op("Add", [x, one]) if name == "log1p" else t.g.op("Exp", [x])
+        um1, log_u = t.g.op("Sub", [u, one]), t.g.op("Log", [u])
+        ratio = (t.g.op("Div", [t.g.op("Mul", [log_u, x]), um1]) if name == "log1p"
+                 else t.g.op("Div", [t.g.op("Mul", [um1, x]), log_u]))
+        if name == "expm1":  # exp overflows or underflows: exp(x) - 1 itself
+            big = t.g.op("Greater", [t.g.op("Abs", [x]), t.g.const(np.array(20, np.float32)
+                                                                   .astype(eqn.invars[0].aval.dtype))])
+            ratio = t.g.op("Where", [big, um1, ratio])
+        return t.g.op("Where", [t.g.op("Equal", [u, one]), x, ratio])
+    return t.g.op("Mul", [x, x])
 
 
 @_rule("integer_pow")
@@ -307,6 +331,46 @@ def _slice(t, eqn, ins):
                             t.g.const(np.array(strides, np.int64))])
 
 
+@_rule("dynamic_slice")
+def _dynamic_slice(t, eqn, ins):
+    x, starts = ins[0], ins[1:]
+    if not all(isinstance(v, _Const) for v in starts):
+        raise NotImplementedError(f"ONNX export: dynamic_slice at computed offsets ({eqn})")
+    shape, sizes = eqn.invars[0].aval.shape, eqn.params["slice_sizes"]
+    if any(not isinstance(shape[a], (int, np.integer)) and sizes[a] != shape[a]
+           for a in range(len(shape))):
+        raise NotImplementedError(f"ONNX export: dynamic_slice of part of a symbolic axis ({eqn})")
+    # jax clamps each start into [0, dim - size]; a symbolic axis is taken whole (start 0)
+    lo = [0 if sizes[a] == shape[a] else int(np.clip(int(starts[a].value), 0, shape[a] - sizes[a]))
+          for a in range(len(shape))]
+    ends = t.g.op("Concat", [t.g.dim(d) if lo[a] == 0 and sizes[a] == shape[a]
+                             else t.g.dim(lo[a] + sizes[a]) for a, d in enumerate(shape)], axis=0)
+    return t.g.op("Slice", [t.name_of(x), t.g.const(np.array(lo, np.int64)), ends,
+                            t.g.const(np.arange(len(shape), dtype=np.int64))])
+
+
+@_rule("dim_as_value")
+def _dim_as_value(t, eqn, ins):
+    d = t.g.op("Squeeze", [t.g.dim(eqn.params["dim"]), t.g.const(np.array([0], np.int64))])
+    return t.g.op("Cast", [d], to=helper.np_dtype_to_tensor_dtype(
+        np.dtype(eqn.outvars[0].aval.dtype)))
+
+
+@_rule("clamp")
+def _clamp(t, eqn, ins):
+    lo, x, hi = ins
+    return t.g.op("Min", [t.g.op("Max", [x, lo]), hi])
+
+
+@_rule("argmax", "argmin")
+def _argmax(t, eqn, ins):
+    (axis,) = eqn.params["axes"]
+    op = "ArgMax" if eqn.primitive.name == "argmax" else "ArgMin"
+    idx = t.g.op(op, ins, axis=int(axis), keepdims=0)   # the first extreme, as jax
+    return t.g.op("Cast", [idx], to=helper.np_dtype_to_tensor_dtype(
+        np.dtype(eqn.params["index_dtype"])))
+
+
 @_rule("concatenate")
 def _concatenate(t, eqn, ins):
     return t.g.op("Concat", ins, axis=eqn.params["dimension"])
@@ -344,6 +408,8 @@ def _dot_general(t, eqn, ins):
 
 def _reduce(t, eqn, ins):
     axes = list(eqn.params["axes"])
+    if not axes:  # ONNX reads "no axes" as "every axis"
+        return t.g.op("Identity", ins)
     op = _REDUCE[eqn.primitive.name]
     if op == "ReduceSum":
         return t.g.op(op, [ins[0], t.g.const(np.array(axes, np.int64))], keepdims=0)
@@ -375,8 +441,15 @@ def _gather(t, eqn, ins):
     if any(not isinstance(shape[a], (int, np.integer)) for a in keys):
         raise NotImplementedError(f"ONNX export: gather along a symbolic axis ({eqn})")
     sizes = [p["slice_sizes"][a] for a in keys]
+    partial = [a for a in range(len(shape)) if a not in keys and p["slice_sizes"][a] != shape[a]]
+    if partial:
+        raise NotImplementedError(f"ONNX export: gather of part of axes {partial} ({eqn})")
     starts = indices.value.reshape(-1, len(keys)).astype(np.int64)
-    starts = np.clip(starts, 0, np.array([shape[a] for a in keys]) - np.array(sizes))
+    limit = np.array([shape[a] for a in keys]) - np.array(sizes)
+    if p["mode"] == jax.lax.GatherScatterMode.FILL_OR_DROP and (
+            np.any(starts < 0) or np.any(starts > limit)):
+        raise NotImplementedError(f"ONNX export: gather out of bounds with a fill value ({eqn})")
+    starts = np.clip(starts, 0, limit)  # CLIP (and what PROMISE_IN_BOUNDS promises)
     window = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1)
     coords = starts[:, None, :] + window.reshape(1, -1, len(keys))  # [N, W, K]
     flat = np.ravel_multi_index(tuple(np.moveaxis(coords, -1, 0)), [shape[a] for a in keys])
@@ -413,6 +486,8 @@ def _scatter(t, eqn, ins):
     operand, updates = t.name_of(operand), t.name_of(updates)
     dims = [shape[a] for a in keys]
     starts = indices.value.reshape(-1, len(keys)).astype(np.int64)
+    if eqn.params["mode"] != jax.lax.GatherScatterMode.FILL_OR_DROP:
+        starts = np.clip(starts, 0, np.array(dims) - 1)  # CLIP; PROMISE_IN_BOUNDS alike
     valid = np.all((starts >= 0) & (starts < np.array(dims)), axis=1)  # FILL_OR_DROP drops
     size = int(np.prod(dims))
     source = np.arange(size)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,8 @@ from condensation.condense import (
 )
 from condensation.files import atomic_write_bytes, require_files, write_json
 from condensation.graph import _dtype
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ReducedModel", "reduce_model", "load_reduced", "model_function",
            "repaired_batchnorms"]
@@ -254,20 +257,10 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
     if not example_args:
         raise ValueError("give at least one example input to trace the model with")
     d = disc.discover(fn, variables, *example_args)
-    if repair and not d._norms:
-        raise ValueError("repair=True: the model has no BatchNorm after a kernel to re-estimate")
-    names = [g.name for g in d.spec]
-    wanted = list(widths) if widths is not None and groups is None else groups
-    if wanted is not None:
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            raise ValueError(f"unknown groups {unknown}; discovered: {', '.join(names)}")
+    if repair:
+        _check_norms(d)
     reduced = _plain(variables)
-    if widths is not None:
-        for g in d.spec:
-            if g.name in widths and not 1 <= int(widths[g.name]) <= group_size(reduced, g):
-                raise ValueError(f"widths[{g.name!r}] = {widths[g.name]}: allowed 1.."
-                                 f"{group_size(reduced, g)} (its width now)")
+    wanted = _check_groups(d, reduced, widths, groups)
     report = []
     for g in d.spec:
         if wanted is not None and g.name not in wanted:
@@ -292,6 +285,22 @@ def reduce_model(model: Any, variables: Any = None, *example_args: Any,
     if repair:
         reduced = repaired_batchnorms(fn, variables, reduced, data)
     return ReducedModel(fn, variables, reduced, report, d.stopped)
+
+
+def _check_groups(d: disc.Discovery, variables, widths, groups) -> list[str] | None:
+    """The names of the groups to reduce (None: all), after checking them and ``widths``."""
+    names = [g.name for g in d.spec]
+    wanted = list(widths) if widths is not None and groups is None else groups
+    if wanted is not None:
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(f"unknown groups {unknown}; discovered: {', '.join(names)}")
+    if widths is not None:
+        for g in d.spec:
+            if g.name in widths and not 1 <= int(widths[g.name]) <= group_size(variables, g):
+                raise ValueError(f"widths[{g.name!r}] = {widths[g.name]}: allowed 1.."
+                                 f"{group_size(variables, g)} (its width now)")
+    return wanted
 
 
 def traced_consumer_inputs(fn: Callable, original: Any, variables: Any, x: Any,
@@ -341,8 +350,7 @@ def repaired_batchnorms(fn: Callable, original: Any, variables: Any, x: Any,
     on the repaired statistics before it. Use inputs as training saw them (with augmentation):
     statistics of un-augmented images cost accuracy (docs/usage.md)."""
     d = d if d is not None else disc.discover(fn, _structs(original), x)
-    if not d._norms:
-        raise ValueError("repair: the model has no BatchNorm after a kernel to re-estimate")
+    _check_norms(d)
     leaves = jax.tree_util.tree_leaves(variables)
     shapes = d.new_shapes([np.shape(a) for a in leaves])
 
@@ -353,9 +361,26 @@ def repaired_batchnorms(fn: Callable, original: Any, variables: Any, x: Any,
         return stats
 
     stats = run(leaves, x)
+    stale = [i for i, p in enumerate(d.paths) if p[0] == "batch_stats" and i not in stats]
+    if stale:
+        logger.warning("repair: %d statistics are not after a recognised BatchNorm and stay as "
+                       "they were: %s", len(stale), ", ".join("/".join(map(str, d.paths[i]))
+                                                           for i in stale))
     new = [jnp.asarray(stats[i], leaves[i].dtype).reshape(np.shape(leaves[i])) if i in stats
            else leaves[i] for i in range(len(leaves))]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(variables), new)
+
+
+def _check_norms(d: disc.Discovery) -> None:
+    if not d._norms:
+        raise ValueError("repair: the model has no BatchNorm after a kernel to re-estimate")
+    sites: dict[int, int] = {}
+    for mean, *_ in d._norms:
+        sites[mean] = sites.get(mean, 0) + 1
+    shared = ["/".join(map(str, d.paths[m][:-1])) for m, k in sites.items() if k > 1]
+    if shared:
+        raise ValueError(f"repair: BatchNorm {', '.join(shared)} is applied more than once; one "
+                         "running mean and variance cannot be re-estimated for each application")
 
 
 def _plain(tree):

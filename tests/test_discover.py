@@ -398,8 +398,30 @@ def test_batchnorm_repair_is_training_mode_statistics():
     with pytest.raises(ValueError, match="repair=True needs calibration inputs"):
         reduce_model(m, v, x, keep=0.5, repair=True)
     mlp = zoo.NNXMLP((5, 6), rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="no BatchNorm after a kernel"):
+    with pytest.raises(ValueError, match="no BatchNorm after a kernel to re-estimate"):
         reduce_model(mlp, None, jnp.ones((2, 4)), keep=0.5, data=jnp.ones((2, 4)), repair=True)
+
+
+def test_a_batchnorm_shared_by_two_layers_is_left_alone():
+    """One BatchNorm after two convolutions ties the second's input and output channels: the
+    group is left alone (a merge would change that kernel twice), and repair refuses one set of
+    statistics for two applications."""
+    import flax.linen as nn
+
+    class Shared(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            bn = nn.BatchNorm(use_running_average=True)
+            x = nn.relu(bn(nn.Conv(4, (3, 3), use_bias=False)(x)))
+            x = nn.relu(bn(nn.Conv(4, (3, 3), use_bias=False)(x)))
+            return nn.Dense(3)(x.mean((1, 2)))
+
+    m, x = Shared(), jnp.ones((2, 5, 5, 3))
+    v = _init(m, x)
+    found = discover(lambda v, x: m.apply(v, x), v, x)
+    assert not found.spec and "shared normalisation" in " ".join(found.stopped["Conv_0"])
+    with pytest.raises(ValueError, match="BatchNorm batch_stats/BatchNorm_0 is applied more "):
+        reduce_model(m, v, x, keep=0.5, data=x, repair=True)
 
 
 def test_what_cannot_be_followed_is_left_alone():

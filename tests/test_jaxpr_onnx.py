@@ -62,6 +62,21 @@ def test_gather_and_scatter_at_constant_indices():
            lambda n: (_rand(n, 5), _rand(n, 4, 4)))
 
 
+def test_accuracy_near_zero_and_the_edges_of_indexing():
+    """log1p/expm1 keep their relative accuracy at tiny arguments; an empty reduction is the
+    identity; clipped scatters clip; constant dynamic slices, clamp and argmax translate."""
+    tiny = np.array([1e-8, -3e-7, 1e-6, 1e-3, 0.5, -0.5, 30.0, -30.0], np.float32)
+
+    def fn(x, y):
+        return (jnp.log1p(jnp.abs(x[:, :8]) * tiny), jnp.expm1(x[:, :8] * tiny),
+                jnp.sum(x, axis=()), x.at[:, jnp.array([1, 12])].set(100.0, mode="clip"),
+                jax.lax.dynamic_slice_in_dim(x, 3, 4, axis=1), jnp.clip(x, -0.5, y[:, None]),
+                jnp.argmax(x, axis=1), jnp.argmin(x, axis=1))
+
+    _check(fn, [jax.ShapeDtypeStruct((B, 10), jnp.float32), jax.ShapeDtypeStruct((B,), jnp.float32)],
+           lambda n: (np.abs(_rand(n, 10)) + 0.5, np.abs(_rand(n)) + 0.1), rtol=2e-6, atol=0)
+
+
 def test_loops_with_fixed_trip_counts_are_unrolled():
     def fn(x):
         y = jax.lax.fori_loop(0, 4, lambda i, v: v - 0.1 * jnp.sin(v) * x + i, x)
@@ -94,6 +109,14 @@ def test_small_batched_solve_equals_lu():
 def test_untranslated_primitives_are_named():
     with pytest.raises(NotImplementedError, match="'sort'"):
         to_onnx(lambda x: jnp.sort(x) * 2, jax.ShapeDtypeStruct((B,), jnp.float32))
+    with pytest.raises(NotImplementedError, match="fill value"):
+        to_onnx(lambda x: jnp.take(x, jnp.array([1, 7]), axis=1),
+                jax.ShapeDtypeStruct((B, 4), jnp.float32))
+    with pytest.raises(NotImplementedError, match="part of axes"):
+        to_onnx(lambda x: jax.lax.gather(
+            x, jnp.array([[0], [2]]), jax.lax.GatherDimensionNumbers(
+                offset_dims=(1, 2), collapsed_slice_dims=(1,), start_index_map=(1,)),
+            slice_sizes=(2, 1, 5), mode="clip"), jax.ShapeDtypeStruct((3, 4, 5), jnp.float32))
     with pytest.raises(NotImplementedError, match="computed indices"):
         to_onnx(lambda x, i: x[i], jax.ShapeDtypeStruct((5,), jnp.float32),
                 jax.ShapeDtypeStruct((3,), jnp.int32))

@@ -117,6 +117,16 @@ def discovered_spec(build: Callable[..., nn.Module], widths: Sequence[int],
         x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
         variables = jax.eval_shape(module.init, jax.random.key(0), x)
         _DISCOVERED[key] = discover(lambda v, x: module.apply(v, x), variables, x).spec
-    named = [(kn[0], dataclasses.replace(g, name=kn[1]))
-             for g in _DISCOVERED[key] for kn in [name(g)] if kn is not None]
+    named = []
+    for g in _DISCOVERED[key]:
+        try:
+            kn = name(g)
+        except (ValueError, IndexError, KeyError) as e:
+            raise ValueError(f"{build.__module__}: no name for the discovered group {g.name!r} "
+                             f"({e})") from None
+        if kn is not None:
+            named.append((kn[0], dataclasses.replace(g, name=kn[1])))
+    names = [g.name for _, g in named]
+    if len(set(names)) < len(names):
+        raise ValueError(f"{build.__module__}: discovered groups named alike: {sorted(names)}")
     return tuple(g for _, g in sorted(named, key=lambda t: t[0]))

@@ -64,7 +64,7 @@ def spec(widths, **options) -> coupling.Spec:
         kind, i = g.name.split("_")
         return (kind != "Conv", int(i)), g.name
 
-    return discovered_spec(build, widths, options, (size, size, 3), name)
+    return discovered_spec(build, widths, {"num_classes": 1, **options}, (size, size, 3), name)
 
 
 ARCH = register(Architecture(

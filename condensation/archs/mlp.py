@@ -39,7 +39,7 @@ def build(widths, *, out_dim, activation="gelu", gamma=1.0) -> MLP:
 def spec(widths, **options) -> coupling.Spec:
     """Hidden layer i: producer ``Dense_i`` (kernel columns, bias), consumer ``Dense_{i+1}``'s
     rows (discovered; groups named after their layer)."""
-    return discovered_spec(build, widths, options, (1,),
+    return discovered_spec(build, widths, {"out_dim": 1, **options}, (1,),
                            lambda g: (int(g.name.split("_")[1]), g.name))
 
 

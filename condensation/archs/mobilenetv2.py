@@ -265,7 +265,8 @@ def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = Fa
             return (1, b), f"b{b}_hidden"
         return ((3, stage_of[b]), f"stage{stage_of[b]}_stream") if tie_stream else None
 
-    return discovered_spec(build, widths, dict(options, stages=stages), (32, 32, 3), name)
+    return discovered_spec(build, widths, {"num_classes": 1, **options, "stages": stages},
+                           (32, 32, 3), name)
 
 
 ARCH = register(Architecture(

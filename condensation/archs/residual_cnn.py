@@ -63,7 +63,7 @@ def spec(widths, *, tie_stream: bool = True, **options) -> coupling.Spec:
         b = int(g.name.split("_")[0][1:])
         return (1, b), f"b{b}_hidden"
 
-    return discovered_spec(build, widths, options, (8, 8, 3), name)
+    return discovered_spec(build, widths, {"num_classes": 1, **options}, (8, 8, 3), name)
 
 
 def widths_of(variables, spec: coupling.Spec) -> tuple[int, ...]:
