@@ -8,7 +8,9 @@ with the ``onnx`` package. What it covers is what inference graphs of this proje
 - element-wise arithmetic, comparisons, ``select_n``, casts, ``tanh``/``exp``/``log``/``erf``...;
 - ``dot_general`` (as ``Einsum``), ``reduce_sum``/``max``/``min``, ``argmax``/``argmin``,
   ``broadcast_in_dim``, ``reshape``, ``squeeze``, ``transpose``, ``slice``, ``dynamic_slice``
-  at constant offsets, ``concatenate``, ``stack``, ``split``, ``clamp``;
+  at constant offsets, ``concatenate``, ``stack``, ``split``, ``clamp``, ``pad``;
+- ``conv_general_dilated`` (any layout, strides, padding, dilation, groups: depthwise
+  included) as ``Conv``, max and sum pooling windows as ``MaxPool`` / ``AveragePool``;
 - ``gather`` and ``scatter`` (set) whose indices are constants (``x[:, idx]``, ``jnp.diagonal``,
   ``x.at[:, idx].set(v)``; out-of-range indices clipped or dropped as their mode says, a
   gather that would fill refused), written as one ``Gather`` on the indexed axes flattened;
@@ -201,7 +203,8 @@ class _Translator:
         return carry + stacked
 
 
-_KEEP_CONST = {"gather", "scatter", "dynamic_slice"}  # rules that need their indices as values
+# rules that need their indices (or, for convolutions, the kernel to lay out) as values
+_KEEP_CONST = {"gather", "scatter", "dynamic_slice", "conv_general_dilated"}
 _RULES: dict[str, Callable] = {}
 
 
@@ -369,6 +372,53 @@ def _argmax(t, eqn, ins):
     idx = t.g.op(op, ins, axis=int(axis), keepdims=0)   # the first extreme, as jax
     return t.g.op("Cast", [idx], to=helper.np_dtype_to_tensor_dtype(
         np.dtype(eqn.params["index_dtype"])))
+
+
+@_rule("conv_general_dilated")
+def _conv(t, eqn, ins):
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    if any(d != 1 for d in p["lhs_dilation"]) or p["batch_group_count"] != 1:
+        raise NotImplementedError(f"ONNX export: transposed or batch-grouped convolution ({eqn})")
+    x = t.g.op("Transpose", [t.name_of(ins[0])], perm=list(lhs_spec))    # N, C, spatial...
+    w = ins[1]
+    w = (t.g.const(np.transpose(w.value, rhs_spec)) if isinstance(w, _Const)
+         else t.g.op("Transpose", [w], perm=list(rhs_spec)))            # O, I / groups, k...
+    pads = [lo for lo, _ in p["padding"]] + [hi for _, hi in p["padding"]]
+    y = t.g.op("Conv", [x, w], strides=list(p["window_strides"]), pads=pads,
+               dilations=list(p["rhs_dilation"]), group=int(p["feature_group_count"]))
+    return t.g.op("Transpose", [y], perm=list(np.argsort(out_spec)))  # back to jax's layout
+
+
+@_rule("reduce_window_max", "reduce_window_sum")
+def _pool(t, eqn, ins):
+    p = eqn.params
+    window, strides, padding = p["window_dimensions"], p["window_strides"], p["padding"]
+    plain = [a for a in range(len(window)) if window[a] == 1 and strides[a] == 1
+             and tuple(padding[a]) == (0, 0)]
+    if len(plain) < 2 or any(d != 1 for d in (*p["base_dilation"], *p["window_dilation"])):
+        raise NotImplementedError(f"ONNX export: a pooling window over all but one axis or "
+                                  f"dilated ({eqn})")
+    perm = plain[:2] + [a for a in range(len(window)) if a not in plain[:2]]
+    x = t.g.op("Transpose", ins, perm=perm)
+    spatial = perm[2:]
+    attrs = dict(kernel_shape=[window[a] for a in spatial], strides=[strides[a] for a in spatial],
+                 pads=[padding[a][0] for a in spatial] + [padding[a][1] for a in spatial])
+    if eqn.primitive.name == "reduce_window_max":  # padding counts as -inf, as in jax
+        y = t.g.op("MaxPool", [x], **attrs)
+    else:  # the sum: the mean over the window, zero padding included, times its size
+        y = t.g.op("Mul", [t.g.op("AveragePool", [x], count_include_pad=1, **attrs),
+                           t.g.const(np.array(np.prod(window), eqn.invars[0].aval.dtype))])
+    return t.g.op("Transpose", [y], perm=list(np.argsort(perm)))
+
+
+@_rule("pad")
+def _pad(t, eqn, ins):
+    config = eqn.params["padding_config"]
+    if any(interior for _, _, interior in config):
+        raise NotImplementedError(f"ONNX export: interior padding ({eqn})")
+    pads = [lo for lo, _, _ in config] + [hi for _, hi, _ in config]
+    return t.g.op("Pad", [ins[0], t.g.const(np.array(pads, np.int64)), ins[1]], mode="constant")
 
 
 @_rule("concatenate")

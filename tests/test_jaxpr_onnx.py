@@ -49,6 +49,47 @@ def test_dense_network_with_elementwise_ops_and_a_dynamic_batch():
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "b"
 
 
+def test_a_convolutional_network_with_pooling_and_depthwise_filters():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = nn.avg_pool(x, (2, 2), (1, 1), padding="SAME")
+            x = nn.Conv(8, (3, 3), feature_group_count=8, kernel_dilation=2)(x)
+            x = jnp.pad(x, ((0, 0), (1, 0), (0, 2), (0, 0)))[:, :, 1:]
+            return nn.Dense(3)(x.mean((1, 2)))
+
+    m = Net()
+    v = m.init(jax.random.key(0), jnp.ones((1, 16, 16, 3)))
+    _check(lambda x: m.apply(v, x), [jax.ShapeDtypeStruct((B, 16, 16, 3), jnp.float32)],
+           lambda n: (_rand(n, 16, 16, 3),), rtol=1e-5, atol=1e-5)
+
+
+def test_a_reduced_model_exports():
+    """reduce_model's result (a trace replayed on smaller arrays) is an ordinary JAX function:
+    a conv net with a residual block, reduced to half its units, runs the same under
+    onnxruntime."""
+    import flax.linen as nn
+
+    from condensation.reduce_model import reduce_model
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(6, (3, 3))(x))
+            return nn.Dense(2)((x + nn.Conv(6, (3, 3))(nn.relu(nn.Conv(8, (3, 3))(x)))).mean((1, 2)))
+
+    m, x = Net(), jnp.asarray(_rand(4, 6, 6, 3))
+    v = m.init(jax.random.key(0), x)
+    r = reduce_model(m, v, x, keep=0.5)
+    assert r.params_after < r.params_before
+    _check(r, [jax.ShapeDtypeStruct((B, 6, 6, 3), jnp.float32)], lambda n: (_rand(n, 6, 6, 3),),
+           batches=(3,), rtol=1e-5, atol=1e-5)
+
+
 def test_gather_and_scatter_at_constant_indices():
     idx = np.array([3, 0, 2])
 
