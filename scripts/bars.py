@@ -18,7 +18,7 @@ from condensation.plots import color_cycle, save_figure, subplots
 
 
 def label(row: dict[str, str], keys: list[str]) -> str:
-    parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys if row.get(k) not in (None, "", "null")]
+    parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys if row.get(k) not in (None, "", "null", "unset")]
     return ", ".join(parts) or "(defaults)"
 
 
