@@ -351,29 +351,35 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
     return new_net, jax.tree.map(jnp.asarray, variables)
 
 
-def zero_dead_inputs(module, variables: Variables, x: np.ndarray, group: UnitGroup,
-                     batch: int = 256) -> Variables:
-    """The group's producer kernels with every entry that no unit's output depends on over the
-    calibration inputs ``x[:batch]`` set to 0 (its gradient, summed over the batch, is exactly 0
-    for every unit): entries that only ever multiply zeros, such as the outer taps of a 3x3
-    depthwise filter applied to a 1x1 image, or the weights from an input channel that is 0 on
-    every input. Left in, they are noise in every comparison of the units' input vectors
-    (condensation's similarity, magnitudes, k-means); removed, the network's outputs on such
-    inputs stay the same."""
-    params = variables["params"]
-
+def dead_inputs(module, variables: Variables, x: np.ndarray, groups, batch: int = 256
+                ) -> dict[tuple, np.ndarray]:
+    """For each producer kernel of ``groups``: a boolean mask over its entries (True: live),
+    from one gradient of the outputs' energy on ``x[:batch]``. An entry is dead when its
+    gradient is exactly 0 for every unit: it only ever multiplies zeros, such as the outer taps
+    of a 3x3 depthwise filter applied to a 1x1 image, or the weights from an input channel that
+    is 0 on every input. Kernels without a dead entry are left out."""
     def energy(p):
         return jnp.sum(jnp.square(module.apply({**variables, "params": p}, x[:batch])))
 
-    grads = {"params": jax.jit(jax.grad(energy))(params)}
-    updates = {}
-    for p in group.producers:
-        g = np.moveaxis(np.asarray(get(grads, p.kernel.path)), p.kernel.axis, 0)
-        live = np.any(g != 0, axis=0)
-        if not live.all():
-            kernel = np.moveaxis(np.asarray(get(variables, p.kernel.path)), p.kernel.axis, 0)
-            updates[p.kernel.path] = jnp.asarray(np.moveaxis(kernel * live, 0, p.kernel.axis))
-    return set_paths(variables, updates) if updates else variables
+    grads = {"params": jax.jit(jax.grad(energy))(variables["params"])}
+    masks = {}
+    for group in groups:
+        for p in group.producers:
+            g = np.moveaxis(np.asarray(get(grads, p.kernel.path)), p.kernel.axis, 0)
+            live = np.moveaxis(np.broadcast_to(np.any(g != 0, axis=0), g.shape), 0, p.kernel.axis)
+            if not live.all():
+                masks[p.kernel.path] = live
+    return masks
+
+
+def zero_dead_inputs(module, variables: Variables, x: np.ndarray, group: UnitGroup,
+                     batch: int = 256) -> Variables:
+    """The group's producer kernels with their dead entries (:func:`dead_inputs`) set to 0.
+    Left in, they are noise in every comparison of the units' input vectors (condensation's
+    similarity, magnitudes, k-means); removed, the outputs on such inputs stay the same."""
+    masks = dead_inputs(module, variables, x, [group], batch)
+    return set_paths(variables, {path: jnp.where(live, get(variables, path), 0)
+                                 for path, live in masks.items()}) if masks else variables
 
 
 def _survivors(net: Network, variables: Variables, group: UnitGroup, stages: Stages):

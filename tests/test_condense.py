@@ -25,9 +25,9 @@ from condensation.network import Network, check_shapes, widths_of
 
 # Every example has new shapes and so compiles anew: few examples, each splitting several units.
 # Shrinking recompiles for every candidate; a failure is reported unshrunk to stay fast.
-SETTINGS = settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+SETTINGS = settings(max_examples=5, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-CONV_SETTINGS = settings(SETTINGS, max_examples=5)
+CONV_SETTINGS = settings(SETTINGS, max_examples=3)
 TAU = 0.9999
 
 
