@@ -224,6 +224,7 @@ def _check_sweep(sweep_dir: Path, out: Path, key: str, values: list[str]) -> lis
     return rows
 
 
+@pytest.mark.slow   # 16 s; the launchers' configs compose in test_launcher_configs_compose
 def test_joblib_sweep_of_the_toy_experiment(tmp_path):
     """2 seeds x 2 starting thresholds in 2 parallel processes (about 30 s on 2 cores)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
