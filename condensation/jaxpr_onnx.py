@@ -67,10 +67,11 @@ def _require_onnx() -> None:
 
 
 class _Const:
-    """A value known at translation time."""
+    """A value known at translation time; ``name``: its initializer, once written."""
 
     def __init__(self, value):
         self.value = np.asarray(value)
+        self.name: str | None = None
 
 
 class _Graph:
@@ -97,7 +98,7 @@ class _Graph:
 
     def dim(self, d) -> str:
         """An int64 [1] tensor holding dimension ``d`` (an int or ``c * symbol``)."""
-        if isinstance(d, (int, np.integer)):
+        if _known(d):
             return self.const(np.array([d], np.int64))
         symbols = [s for s in self.dims if _linear(d, s) is not None]
         if not symbols:
@@ -108,7 +109,7 @@ class _Graph:
             "Mul", [self.dims[symbols[0]], self.const(np.array([c], np.int64))])
 
     def shape(self, shape) -> str:
-        if all(isinstance(d, (int, np.integer)) for d in shape):
+        if all(map(_known, shape)):
             return self.const(np.array(shape, np.int64))
         return self.op("Concat", [self.dim(d) for d in shape], axis=0)
 
@@ -123,8 +124,13 @@ def _linear(d, symbol: str):
         return None
 
 
+def _known(d) -> bool:
+    """A dimension with a value (not a symbolic one)."""
+    return isinstance(d, (int, np.integer))
+
+
 def _is_static(aval) -> bool:
-    return all(isinstance(d, (int, np.integer)) for d in getattr(aval, "shape", ()))
+    return all(map(_known, getattr(aval, "shape", ())))
 
 
 class _Translator:
@@ -133,7 +139,11 @@ class _Translator:
 
     # values: a _Const or the name of an ONNX tensor
     def name_of(self, v) -> str:
-        return self.g.const(v.value) if isinstance(v, _Const) else v
+        if not isinstance(v, _Const):
+            return v
+        if v.name is None:
+            v.name = self.g.const(v.value)
+        return v.name
 
     def run(self, jaxpr, consts, args) -> list:
         env: dict = {}
@@ -156,8 +166,10 @@ class _Translator:
 
     def equation(self, eqn, ins) -> list:
         name = eqn.primitive.name
-        if name in _CALLS or name == "scan":
-            return self.call(eqn, ins) if name != "scan" else self.scan(eqn, ins)
+        if name == "scan":
+            return self.scan(eqn, ins)
+        if name in _CALLS:
+            return self.call(eqn, ins)
         if name != "dim_as_value" and all(isinstance(v, _Const) for v in ins) and all(
                 _is_static(v.aval) for v in eqn.outvars):
             out = eqn.primitive.bind(*[v.value for v in ins], **eqn.params)
@@ -340,8 +352,7 @@ def _dynamic_slice(t, eqn, ins):
     if not all(isinstance(v, _Const) for v in starts):
         raise NotImplementedError(f"ONNX export: dynamic_slice at computed offsets ({eqn})")
     shape, sizes = eqn.invars[0].aval.shape, eqn.params["slice_sizes"]
-    if any(not isinstance(shape[a], (int, np.integer)) and sizes[a] != shape[a]
-           for a in range(len(shape))):
+    if any(not _known(shape[a]) and sizes[a] != shape[a] for a in range(len(shape))):
         raise NotImplementedError(f"ONNX export: dynamic_slice of part of a symbolic axis ({eqn})")
     # jax clamps each start into [0, dim - size]; a symbolic axis is taken whole (start 0)
     lo = [0 if sizes[a] == shape[a] else int(np.clip(int(starts[a].value), 0, shape[a] - sizes[a]))
@@ -488,7 +499,7 @@ def _gather(t, eqn, ins):
                                   f"({eqn})")
     operand = t.name_of(operand)
     keys = list(dn.start_index_map)
-    if any(not isinstance(shape[a], (int, np.integer)) for a in keys):
+    if not all(_known(shape[a]) for a in keys):
         raise NotImplementedError(f"ONNX export: gather along a symbolic axis ({eqn})")
     sizes = [p["slice_sizes"][a] for a in keys]
     partial = [a for a in range(len(shape)) if a not in keys and p["slice_sizes"][a] != shape[a]]
@@ -553,7 +564,7 @@ def _scatter(t, eqn, ins):
 
 
 def _value_info(name: str, aval) -> Any:
-    dims = [d if isinstance(d, (int, np.integer)) else str(d) for d in aval.shape]
+    dims = [d if _known(d) else str(d) for d in aval.shape]
     return helper.make_tensor_value_info(
         name, helper.np_dtype_to_tensor_dtype(np.dtype(aval.dtype)), dims)
 
@@ -575,7 +586,7 @@ def to_onnx(fn: Callable, *specs: jax.ShapeDtypeStruct, input_names: Sequence[st
     graph = _Graph()
     for name, var in zip(input_names, jaxpr.invars, strict=True):
         for axis, d in enumerate(var.aval.shape):
-            if not isinstance(d, (int, np.integer)) and str(d) not in graph.dims:
+            if not _known(d) and str(d) not in graph.dims:
                 graph.dims[str(d)] = graph.op("Shape", [name], start=axis, end=axis + 1)
     outs = _Translator(graph).run(jaxpr, [_Const(c) for c in closed.consts], input_names)
     output_names = list(output_names) or [f"output_{i}" for i in range(len(outs))]

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,9 +375,7 @@ def repaired_batchnorms(fn: Callable, original: Any, variables: Any, x: Any,
 def _check_norms(d: disc.Discovery) -> None:
     if not d._norms:
         raise ValueError("repair: the model has no BatchNorm after a kernel to re-estimate")
-    sites: dict[int, int] = {}
-    for mean, *_ in d._norms:
-        sites[mean] = sites.get(mean, 0) + 1
+    sites = Counter(mean for mean, *_ in d._norms)
     shared = ["/".join(map(str, d.paths[m][:-1])) for m, k in sites.items() if k > 1]
     if shared:
         raise ValueError(f"repair: BatchNorm {', '.join(shared)} is applied more than once; one "

@@ -324,13 +324,14 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
     group's reduction; at the end re-estimate the BatchNorm statistics (repair)."""
     for i, group in enumerate(net.spec()):
         inputs = None
-        if stages.zero_dead_inputs:
-            variables = zero_dead_inputs(net.with_widths(widths_of(net, variables)).module(),
-                                         variables, stages.calib, group)
-        if stages.needs_data or needs_data:
-            if stages.calib is None:
-                raise ValueError("this selection needs calibration data (Stages.calib)")
+        data = stages.needs_data or needs_data
+        if data and stages.calib is None:
+            raise ValueError("this selection needs calibration data (Stages.calib)")
+        if data or stages.zero_dead_inputs:
             current = net.with_widths(widths_of(net, variables)).module()
+        if stages.zero_dead_inputs:
+            variables = zero_dead_inputs(current, variables, stages.calib, group)
+        if data:
             inputs = consumer_inputs(current, variables, stages.calib, group.consumers)
         before, kept, view = variables, np.arange(group_size(variables, group)), inputs
         if stages.fold_constant:
