@@ -26,7 +26,7 @@ from condensation.reduction import (
     scratch_finetune_budget,
     threshold_for,
 )
-from condensation.saved import load_network
+from condensation.saved import load_network, save_network
 
 MLP = Network("mlp", (6, 5), {"out_dim": 2, "activation": "gelu", "gamma": 0.5})
 CNN = Network("cnn", (4, 6, 8), {"n_conv": 2, "num_classes": 3, "activation": "relu", "gamma": 0.5})
@@ -314,3 +314,31 @@ def test_none_fine_tunes_the_original_as_the_reduced_networks_are(tmp_path):
     assert count_params(variables) == count_params(original)
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables),
                                                           jax.tree.leaves(original), strict=True))
+
+
+def test_regime_script_counts_groups_and_dead_units(condensed, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import regime
+
+    cond_dir, cond = condensed
+    run = tmp_path / "seed0"
+    shutil.copytree(cond_dir, run)
+    net, variables, meta = load_network(run / "networks" / "original")
+    # unit 0 of the first hidden layer: no input weights and a negative bias -> 0 on every input;
+    # unit 2 a copy of unit 1 scaled by 2 -> aligned with it (one group more than before at most)
+    k, b = variables["params"]["Dense_0"]["kernel"], variables["params"]["Dense_0"]["bias"]
+    k[:, 0], b[0] = 0.0, -1.0
+    k[:, 2], b[2] = 2 * k[:, 1], 2 * b[1]
+    save_network(run / "networks" / "original", net, variables)
+    out = tmp_path / "out"
+    regime.main([f"small={run}", "--reduced", f"small={run}", "--out", str(out), "--calibration", "64"])
+    d = json.loads((out / "regime.json").read_text())
+    layers = d["results"]["small"]["layers"]
+    assert [r["width"] for r in layers] == cond["widths_before"]
+    first = layers[0]
+    assert first["dead"] >= 1 and first["constant"] >= first["dead"]
+    assert 1 <= first["groups_weights"] <= first["width"] - 1  # units 1 and 2 aligned
+    assert d["results"]["small"]["reduced"]["after_finetune"] == cond["reduced_metric_after_finetune"]
+    assert (out / "regime.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no networks/original"):
+        regime.main([f"x={tmp_path}", "--out", str(out)])
