@@ -169,9 +169,10 @@ def repair_batchnorm(module: nn.Module, variables: Variables, x: np.ndarray,
         if augment is not None:
             xb = augment(key, xb)
 
-        def update(start):
+        def update(start):  # a dropout stream for models that have one (it follows no BatchNorm
+            # here; with one before a BatchNorm, both passes draw the same mask)
             _, upd = module.apply({**variables, "batch_stats": start}, xb, train=True,
-                                  mutable=["batch_stats"])
+                                  mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(key, 1)})
             return upd["batch_stats"]
 
         # a running statistic becomes m * old + (1 - m) * batch: from 0 and from 1 it gives

@@ -20,7 +20,7 @@ DEBUG_PRESETS = sorted(p.stem for p in CONF.glob("debug/*.yaml"))
 DEBUG = {"toy": "toy", "combustion": "combustion", "combustion_paper": "combustion",
          "combustion_paper_10": "combustion_paper_10",
          "cifar10": "cifar10", "cifar10_mobilenetv2": "cifar10_mobilenetv2",
-         "cifar10_115": "cifar10_115"}
+         "cifar10_115": "cifar10_115", "cifar10_converged": "cifar10_115"}
 SMOKE = ["train.epochs=1", "reduce.finetune_epochs=1"]
 
 RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "curve.csv", "size_vs_metric.png",
@@ -69,7 +69,7 @@ def data_cache(tmp_path_factory):
 # test_compensate.py, the CIFAR-10 loop in the plain CNN's smoke run, MobileNetV2 itself in
 # tests/test_mobilenet.py and test_published.py (its published networks evaluated);
 # `python -m pytest -m slow` runs them.
-SLOW_SMOKE = {"cifar10_115", "cifar10_mobilenetv2"}
+SLOW_SMOKE = {"cifar10_115", "cifar10_mobilenetv2", "cifar10_converged"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n

@@ -237,3 +237,20 @@ def test_classifier_dropout_acts_in_training_only():
     np.testing.assert_allclose(apply(plain, variables, x), apply(net, variables, x), rtol=1e-6)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         Network("mobilenetv2", widths, {"num_classes": 3, "stages": stages, "dropout": 1.0}).module()
+
+
+def test_bn_scale_sets_every_batchnorm_scale_at_initialization():
+    """model.bn_scale: every BatchNorm starts with that scale (1 by default, as before)."""
+    stages = ((1, 4, 1, 1), (2, 6, 2, 2))
+    widths = default_widths(stages, stem=4, head=8)
+    x = jnp.ones((1, 8, 8, 3))
+    scales = {}
+    for s in (None, 0.1):
+        opts = {"num_classes": 3, "stages": stages} | ({} if s is None else {"bn_scale": s})
+        params = Network("mobilenetv2", widths, opts).module().init(jax.random.key(0), x)["params"]
+        scales[s] = [np.asarray(v["scale"]) for k, v in params.items() if k.endswith("_bn")]
+    assert len(scales[None]) == 2 + 3 * 3 - 1  # stem, head; 3 per block, block 0 without expand
+    assert all(np.all(v == 1.0) for v in scales[None])
+    assert all(np.allclose(v, 0.1) for v in scales[0.1])
+    with pytest.raises(ValueError, match="bn_scale must be > 0"):
+        Network("mobilenetv2", widths, {"num_classes": 3, "stages": stages, "bn_scale": 0.0}).module()

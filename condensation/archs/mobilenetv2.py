@@ -5,7 +5,8 @@ Layout: stem conv 3x3 -> BN -> act; inverted residual blocks, each
 added to its input when the block is not the first of its stage; head conv 1x1 -> BN -> act;
 global average pool; Dense classifier. Convolutions have no bias (a BatchNorm follows each).
 torchvision's dropout before the classifier is the option ``dropout`` (default 0: left out, as
-in the published runs; torchvision uses 0.2).
+in the published runs; torchvision uses 0.2); ``bn_scale`` is every BatchNorm's initial scale
+(default 1, torchvision's; a small one starts the network small, like a small initialization).
 
 Stages are torchvision's ``(t, c, n, s)``: expansion ratio, output channels, blocks, stride of the
 first block. Block ``b`` (0..16 at the default) names its layers ``b{b}_expand``, ``b{b}_dw``,
@@ -183,6 +184,7 @@ class MobileNetV2(nn.Module):
     strides: Sequence[int] | None = None
     stages: Sequence[Sequence[int]] = TORCHVISION_STAGES
     dropout: float = 0.0
+    bn_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -192,7 +194,8 @@ class MobileNetV2(nn.Module):
         blocks = blocks_of(self.stages, self.strides)
 
         def bn(name):
-            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                scale_init=nn.initializers.constant(self.bn_scale), name=name)
 
         def conv1x1(c, name):
             return nn.Conv(c, (1, 1), use_bias=False, kernel_init=init, name=name)
@@ -217,7 +220,7 @@ class MobileNetV2(nn.Module):
 
 
 def build(widths, *, num_classes, activation="relu6", gamma=1.0, stem_stride=2, strides=None,
-          stages=TORCHVISION_STAGES, dropout=0.0) -> MobileNetV2:
+          stages=TORCHVISION_STAGES, dropout=0.0, bn_scale=1.0) -> MobileNetV2:
     """The ``mobilenetv2`` architecture's builder (options as stored in network.json)."""
     stages = _check_stages(stages)
     strides = None if strides is None else tuple(int(s) for s in strides)
@@ -227,9 +230,12 @@ def build(widths, *, num_classes, activation="relu6", gamma=1.0, stem_stride=2, 
     parse_widths(widths, stages)
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if not float(bn_scale) > 0:
+        raise ValueError(f"bn_scale must be > 0, got {bn_scale}")
     return MobileNetV2(widths=check_widths(widths), num_classes=int(num_classes),
                        activation=activation, gamma=float(gamma), stem_stride=int(stem_stride),
-                       strides=strides, stages=stages, dropout=float(dropout))
+                       strides=strides, stages=stages, dropout=float(dropout),
+                       bn_scale=float(bn_scale))
 
 
 def mobilenetv2_spec(widths, *, stages=TORCHVISION_STAGES, tie_stream: bool = False,
