@@ -212,6 +212,8 @@ class MobileNetV2(MLP):
         allowed="a non-empty list of stages [t, c, n, s] (positive integers)", check=_is_stages)
     dropout: float = spec(0.0, allowed="a rate in [0, 1) before the classifier (torchvision: 0.2)",
                           check=lambda v: 0.0 <= v < 1.0)
+    bn_scale: float = spec(1.0, allowed="a number > 0: every BatchNorm's initial scale (torchvision: 1)",
+                           check=lambda v: v > 0)
     spec_options: TieStream = spec(factory=TieStream)
 
     def cross_checks(self) -> None:
@@ -360,6 +362,11 @@ class Reduce(Section):
     target: float | None = spec(None, allowed="null or a fraction of the parameters in (0, 1)",
                                 check=lambda v: 0 < v < 1)
     target_rounds: int | None = spec(None, allowed="null (1) or an integer >= 1", check=lambda v: v >= 1)
+    # mode=target, instead of target and target_rounds: the fraction each round reaches
+    target_sizes: list[float] | None = spec(
+        None, allowed="null or a list of decreasing fractions of the parameters in (0, 1), one per "
+        "round", check=lambda v: len(v) >= 1 and all(0 < x < 1 for x in v)
+        and all(a > b for a, b in zip(v, v[1:], strict=False)))
     # mode=target: every width scaled alike, or allocated by the original's importance per layer
     widths: Widths | None = spec(None)
     # merging selections (condense, fold): the survivor's input vector, or the group's mean
@@ -385,8 +392,14 @@ class Reduce(Section):
                                              check=lambda v: v > 0)
 
     def cross_checks(self) -> None:
-        if self.mode == Mode.target and self.target is None:
-            fail("reduce.target", None, "a fraction of the parameters in (0, 1) (reduce.mode=target)")
+        if self.mode == Mode.target and self.target is None and self.target_sizes is None:
+            fail("reduce.target", None, "a fraction of the parameters in (0, 1) (reduce.mode=target; "
+                 "or reduce.target_sizes, one per round)")
+        if self.target_sizes is not None and (self.target is not None or self.target_rounds is not None):
+            fail("reduce.target_sizes", self.target_sizes, "null when reduce.target or "
+                 "reduce.target_rounds is set (give the rounds' sizes one way)")
+        if self.target_sizes is not None and self.mode != Mode.target:
+            fail("reduce.target_sizes", self.target_sizes, "null unless reduce.mode=target")
         if self.widths is not None and self.mode != Mode.target:
             fail("reduce.widths", self.widths, "null unless reduce.mode=target (it allocates "
                  "the widths of a target size)")

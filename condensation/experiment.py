@@ -388,7 +388,8 @@ def finish(run: Run) -> dict[str, Any]:
 
 def _pipeline(rcfg: dict[str, Any]) -> dict[str, Any]:
     """The reduction's stages as configured: selection, sizes, compensation, repair, fine-tuning."""
-    return {"select": rcfg["method"], "mode": rcfg["mode"], "target": rcfg.get("target"),
+    return {"select": rcfg["method"], "mode": rcfg["mode"],
+            "target": rcfg.get("target_sizes") or rcfg.get("target"),
             "widths": rcfg.get("widths") or ("uniform" if rcfg["mode"] == "target" else None),
             "similarity": rcfg.get("similarity") or "weights", "merge": rcfg.get("merge") or "sum",
             "constant_units": rcfg.get("constant_units") or "keep",

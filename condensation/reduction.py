@@ -202,18 +202,23 @@ def target_schedule(setup: Setup) -> Schedule:
 
 def fraction_schedule(setup: Setup) -> Schedule:
     """``reduce.mode=target``: ``reduce.target_rounds`` rounds down to ``reduce.target`` of the
-    original's parameters, by equal factors (round r keeps target^((r+1)/R)), each accepted;
+    original's parameters, by equal factors (round r keeps target^((r+1)/R)), or one round per
+    fraction of ``reduce.target_sizes``, each accepted;
     ``reduce.widths``: every group scaled by the same factor (``uniform``,
     :func:`uniform_widths`), or allocated by the original's importance when the round starts
     (``importance``, :func:`condensation.allocate.importance_widths`)."""
     rcfg = setup.cfg["reduce"]
-    target, rounds = float(rcfg["target"]), int(rcfg.get("target_rounds") or 1)
+    if rcfg.get("target_sizes"):
+        sizes = [float(f) for f in rcfg["target_sizes"]]
+    else:
+        target, rounds = float(rcfg["target"]), int(rcfg.get("target_rounds") or 1)
+        sizes = [target ** ((r + 1) / rounds) for r in range(rounds)]
     uniform = (rcfg.get("widths") or "uniform") == "uniform"
 
     def next_round(r: int) -> Round | None:
-        if r >= rounds:
+        if r >= len(sizes):
             return None
-        fraction = target ** ((r + 1) / rounds)
+        fraction = sizes[r]
         if not uniform:
             return Round(None, None, fraction)
         return Round(None, uniform_widths(setup.net, fraction, setup.input_shape))

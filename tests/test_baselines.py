@@ -305,6 +305,32 @@ def test_scratch_budget_in_target_mode():
     assert scratch_finetune_budget(Setup(cfg, True), 1)[0] == 2 * ft
 
 
+def test_target_sizes_give_each_rounds_fraction(tmp_path):
+    """reduce.target_sizes: one round per fraction, each at most that fraction (its widths
+    rounded down), fine-tuned between them; the pipeline records the list."""
+    cfg = compose_config([*TINY_TOY, "reduce=importance", "reduce.mode=target",
+                          "reduce.target_sizes=[0.7,0.4]", "reduce.calibration=64"])
+    summary = train_and_reduce(cfg, tmp_path / "run")
+    assert summary["rounds"] == 2 and summary["pipeline"]["target"] == [0.7, 0.4]
+    with (tmp_path / "run" / "curve.csv").open() as f:
+        ratios = [float(r["size_ratio"]) for r in csv.DictReader(f)]
+    assert len(ratios) == 2 and 0.5 < ratios[0] <= 0.7 and 0.25 < ratios[1] <= 0.4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["reduce.target_sizes=[0.4,0.7]"], "decreasing fractions"),
+    (["reduce.target_sizes=[0.7,1.0]"], "decreasing fractions"),
+    (["reduce.target_sizes=[0.7]", "reduce.target=0.4"], "give the rounds' sizes one way"),
+    (["reduce.target_sizes=[0.7]", "reduce.mode=manual"], "unless reduce.mode=target"),
+])
+def test_bad_target_sizes_are_refused(overrides, message):
+    from condensation.config import validate_config
+
+    mode = [] if any(o.startswith("reduce.mode") for o in overrides) else ["reduce.mode=target"]
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_config([*TINY_TOY, "reduce=importance", *mode, *overrides]))
+
+
 def test_none_fine_tunes_the_original_as_the_reduced_networks_are(tmp_path):
     cfg = compose_config([*TINY_TOY, "reduce=none", "reduce.mode=target", "reduce.target=0.4"])
     summary = train_and_reduce(cfg, tmp_path / "run")
