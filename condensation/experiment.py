@@ -129,14 +129,29 @@ def train_and_reduce(cfg: dict[str, Any], workdir: str | Path) -> dict[str, Any]
 
 # ---- setting up: everything that can refuse the config runs before the directory is touched --
 
+def _targets(cfg: dict[str, Any], meth: Method) -> tuple[Path | None, tuple]:
+    """A baseline's condensation run (``reduce.targets``) and the sizes it matches. With
+    ``reduce.mode=target`` the baseline has its own sizes and needs no condensation run; but
+    when it trains no original of its own (``reduce.original`` null) and ``reduce.targets`` is
+    a finished condensation run, it reduces that run's original, as in the other modes (the very
+    same network, not a retrained one)."""
+    rcfg = cfg["reduce"]
+    if not meth.needs_targets:
+        return None, ()
+    if rcfg["mode"] != "target":
+        return load_targets(cfg, meth.own_model_keys)
+    folder = rcfg.get("targets")
+    if rcfg.get("original") is None and folder is not None and (Path(folder) / "curve.csv").is_file():
+        return load_targets(cfg, meth.own_model_keys)[0], ()
+    return None, ()
+
+
 def open_run(cfg: dict[str, Any], workdir: Path) -> Run:
     commit = git_commit()  # the code this process runs (later commits do not change it)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     validate_config(cfg)
     meth = method(cfg["reduce"]["method"])
-    sized = cfg["reduce"]["mode"] == "target"  # its own target widths: no condensation run needed
-    targets_dir, targets = (load_targets(cfg, meth.own_model_keys)
-                            if meth.needs_targets and not sized else (None, ()))
+    targets_dir, targets = _targets(cfg, meth)
     reduce_anew = check_run_dir(workdir, cfg)
     try:  # before the run directory is touched (fresh=true empties it): bad data lose nothing
         task = make_task(cfg["data"], int(cfg["seed"]), workdir)

@@ -88,7 +88,7 @@ class Target:
     """One accepted round of the condensation run a baseline is compared with."""
 
     round: int
-    threshold: float
+    threshold: float | None  # None: a round of reduce.mode=target
     widths: tuple[int, ...]
 
 

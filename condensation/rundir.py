@@ -41,7 +41,7 @@ def load_targets(cfg: dict[str, Any], own_model_keys: tuple[str, ...] = ()
         fail("reduce.targets", str(folder), f"a run of the same {', '.join(diff)} (it differs "
              "in them): a baseline is compared with the condensation of the same network")
     with (folder / "curve.csv").open() as f:
-        rows = tuple(Target(int(r["round"]), float(r["threshold"]),
+        rows = tuple(Target(int(r["round"]), float(r["threshold"]) if r["threshold"] else None,
                             tuple(int(w) for w in r["widths"].split()))
                      for r in csv.DictReader(f) if r["accepted"] == "True")
     if not rows:

@@ -1,15 +1,20 @@
 """How much a trained network condensed, layer by layer: issue 19's "a regime that condenses".
 
     python scripts/regime.py LABEL=RUN [LABEL=RUN ...] [--reduced LABEL=RUN ...]
-        [--threshold 0.95] [--calibration 2048] --out DIR
+        [--threshold 0.95] [--calibration N] --out DIR
 
 Each ``RUN`` is a run directory with ``config.yaml`` and ``networks/original`` (the trained
 network, e.g. from ``python -m experiments.run +exp=cifar10_mobilenetv2 model.dropout=0.2``).
 For every unit group of its network (``net.spec()``): the width; the number of groups of
 aligned units at cosine >= ``--threshold``, comparing the input vectors (BatchNorm folded, what
-the paper compares) and each producer's part at unit norm (``reduce.similarity=parts``); and
-the units constant on ``--calibration`` training inputs (drawn as the experiments draw round
-0's: seeded by the run's seed), of which those exactly 0 (dead). ``--reduced LABEL=RUN`` adds
+the paper compares) and each producer's part at unit norm (``reduce.similarity=parts``), both
+after the kernel entries that no calibration input reaches are set to 0 (``reduce.dead_inputs=
+zero``: the outer depthwise taps at 1x1 resolution only ever shrink by weight decay, so they
+would measure the training length rather than condensation); and the units constant on the
+calibration inputs, of which those exactly 0 (dead). The calibration inputs are drawn as the
+experiments draw round 0's (the run's seed; ``--calibration`` of them, by default the run's
+``reduce.calibration`` or 2048). A group whose consumers read its units flattened with others
+(a plain CNN's classifier) is listed as skipped. ``--reduced LABEL=RUN`` adds
 that run's accuracy before and after fine-tuning (its ``summary.json``; e.g. the 11.5 %
 pipeline, ``+exp=cifar10_115 reduce.original=RUN/networks/original``) to the label's row.
 
@@ -34,7 +39,7 @@ from condensation.condense import assign_groups, num_groups
 from condensation.files import write_json
 from condensation.plots import color_cycle, save_figure, subplots
 from condensation.provenance import git_commit
-from condensation.reduction import unit_vectors
+from condensation.reduction import unit_vectors, zero_dead_inputs
 from condensation.saved import load_network
 from condensation.tasks import make_task
 
@@ -65,29 +70,35 @@ def check_runs(runs: dict[str, Path], reduced: dict[str, Path]) -> None:
         raise SystemExit("regime.py: " + "; ".join(problems))
 
 
-def calibration(cfg: dict[str, Any], n: int) -> np.ndarray:
-    """``n`` training inputs drawn as the experiments draw round 0's calibration set."""
-    seed = int(cfg["seed"])
+def calibration(cfg: dict[str, Any], n: int | None) -> np.ndarray:
+    """``n`` (default: the run's ``reduce.calibration`` or 2048) training inputs drawn as the
+    experiments draw round 0's calibration set."""
+    seed, n = int(cfg["seed"]), n or int(cfg["reduce"].get("calibration") or 2048)
     x = make_task(cfg["data"], seed, ROOT).train[0]
     pick = np.sort(np.random.default_rng([seed, 300]).choice(len(x), min(n, len(x)), replace=False))
     return x[pick]
 
 
-def measure(run: Path, threshold: float, n_calib: int) -> list[dict[str, Any]]:
+def measure(run: Path, threshold: float, n_calib: int | None) -> list[dict[str, Any]]:
     """Per unit group of the run's original network: width, groups (two similarities), constant
     and dead units."""
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     net, variables, _ = load_network(run / "networks" / "original")
     x, module, rows = calibration(cfg, n_calib), net.module(), []
     for group in tqdm(net.spec(), desc=run.name, unit="group"):
-        inputs = consumer_inputs(module, variables, x, group.consumers)
+        try:
+            inputs = consumer_inputs(module, variables, x, group.consumers)
+        except ValueError as e:  # read flattened with other units: no per-unit activations
+            rows.append({"group": group.name, "skipped": str(e)})
+            continue
         acts, _ = inputs[module_path(group.consumers[0])]
         acts = np.asarray(acts).reshape(-1, acts.shape[-1])
         row = {"group": group.name, "width": int(acts.shape[1]),
                "constant": int(constant_units(inputs, group).sum()),
                "dead": int((np.abs(acts).max(axis=0) == 0).sum())}
+        zeroed = zero_dead_inputs(module, variables, x, group)
         for sim in ("weights", "parts"):
-            vectors = unit_vectors(variables, group, inputs, sim)
+            vectors = unit_vectors(zeroed, group, inputs, sim)
             row[f"groups_{sim}"] = num_groups(assign_groups(vectors, threshold))
         rows.append(row)
     return rows
@@ -109,7 +120,8 @@ def plot(results: dict[str, dict[str, Any]], threshold: float, path: Path) -> No
     for (label, res), color in zip(results.items(), color_cycle(), strict=False):
         rows = res["layers"]
         for ax, (key, _) in zip(axes, panels, strict=True):
-            ax.plot([r[key] / r["width"] for r in rows], "o-", color=color, ms=3, label=label)
+            ax.plot([np.nan if "skipped" in r else r[key] / r["width"] for r in rows], "o-",
+                    color=color, ms=3, label=label)
     for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set_ylabel(title, fontsize=8)
         ax.set_ylim(0, 1.05)
@@ -126,10 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", help="LABEL=RUN: a run directory with networks/original")
     ap.add_argument("--reduced", nargs="*", default=[], help="LABEL=RUN: that original's reduction")
     ap.add_argument("--threshold", type=float, default=0.95)
-    ap.add_argument("--calibration", type=int, default=2048)
+    ap.add_argument("--calibration", type=int, default=None,
+                    help="calibration inputs (default: the run's reduce.calibration or 2048)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    if not 0 < args.threshold <= 1 or args.calibration < 1:
+    if not 0 < args.threshold <= 1 or (args.calibration is not None and args.calibration < 1):
         raise SystemExit(f"regime.py: --threshold must be in (0, 1] (got {args.threshold}) and "
                          f"--calibration >= 1 (got {args.calibration})")
     runs, reduced = labelled(args.runs, "runs"), labelled(args.reduced, "--reduced")
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, run in reduced.items():
         results[label]["reduced"] = accuracy(run)
     for res in results.values():
-        res["totals"] = {k: sum(r[k] for r in res["layers"])
+        res["totals"] = {k: sum(r[k] for r in res["layers"] if "skipped" not in r)
                          for k in ("width", "groups_weights", "groups_parts", "constant", "dead")}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "regime.json", {"threshold": args.threshold, "calibration": args.calibration,

@@ -317,6 +317,23 @@ def test_target_sizes_give_each_rounds_fraction(tmp_path):
     assert len(ratios) == 2 and 0.5 < ratios[0] <= 0.7 and 0.25 < ratios[1] <= 0.4
 
 
+def test_target_mode_baseline_reduces_the_condensation_runs_original(tmp_path):
+    """reduce.mode=target without reduce.original: a baseline given a finished condensation
+    run (reduce.targets) reduces that run's trained network instead of training its own. The
+    saved original is altered first, so a retrained one (equal on this machine) would differ."""
+    sized = [*TINY_TOY, "reduce.mode=target", "reduce.target=0.5"]
+    cond = tmp_path / "seed0"
+    train_and_reduce(compose_config(sized), cond)
+    net, variables, _ = load_network(cond / "networks" / "original")
+    variables["params"]["Dense_0"]["kernel"] *= 1.5
+    save_network(cond / "networks" / "original", net, variables)
+    cfg = compose_config([*sized, "reduce=importance", f"reduce.targets={cond}"])
+    train_and_reduce(cfg, cond / "baselines" / "importance")
+    _, used, _ = load_network(cond / "baselines" / "importance" / "networks" / "original")
+    np.testing.assert_array_equal(used["params"]["Dense_0"]["kernel"],
+                                  variables["params"]["Dense_0"]["kernel"])
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["reduce.target_sizes=[0.4,0.7]"], "decreasing fractions"),
     (["reduce.target_sizes=[0.7,1.0]"], "decreasing fractions"),
@@ -343,27 +360,28 @@ def test_none_fine_tunes_the_original_as_the_reduced_networks_are(tmp_path):
 
 
 def test_regime_script_counts_groups_and_dead_units(condensed, tmp_path):
+    """The first hidden layer (input x in [-1, 1], so each unit's input vector is (w, b)) set by
+    hand: units at angles 40 degrees apart (no two aligned at cos 0.95), unit 2 twice unit 1
+    (aligned), unit 0 = (0, -1): ReLU(-1) = 0 on every input (dead, constant, its own group)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import regime
 
     cond_dir, cond = condensed
     run = tmp_path / "seed0"
     shutil.copytree(cond_dir, run)
-    net, variables, meta = load_network(run / "networks" / "original")
-    # unit 0 of the first hidden layer: no input weights and a negative bias -> 0 on every input;
-    # unit 2 a copy of unit 1 scaled by 2 -> aligned with it (one group more than before at most)
-    k, b = variables["params"]["Dense_0"]["kernel"], variables["params"]["Dense_0"]["bias"]
-    k[:, 0], b[0] = 0.0, -1.0
-    k[:, 2], b[2] = 2 * k[:, 1], 2 * b[1]
+    net, variables, _ = load_network(run / "networks" / "original")
+    angles = np.deg2rad([270, 0, 0, 40, 80, 120, 160, 200])
+    scale = np.array([1, 1, 2, 1, 1, 1, 1, 1])
+    d0 = variables["params"]["Dense_0"]
+    d0["kernel"][0], d0["bias"][:] = scale * np.cos(angles), scale * np.sin(angles)
     save_network(run / "networks" / "original", net, variables)
     out = tmp_path / "out"
-    regime.main([f"small={run}", "--reduced", f"small={run}", "--out", str(out), "--calibration", "64"])
+    regime.main([f"small={run}", "--reduced", f"small={run}", "--out", str(out)])
     d = json.loads((out / "regime.json").read_text())
     layers = d["results"]["small"]["layers"]
-    assert [r["width"] for r in layers] == cond["widths_before"]
-    first = layers[0]
-    assert first["dead"] >= 1 and first["constant"] >= first["dead"]
-    assert 1 <= first["groups_weights"] <= first["width"] - 1  # units 1 and 2 aligned
+    assert [r["width"] for r in layers] == cond["widths_before"] and layers[0]["width"] == 8
+    assert {k: layers[0][k] for k in ("groups_weights", "groups_parts", "dead", "constant")} == \
+        {"groups_weights": 7, "groups_parts": 7, "dead": 1, "constant": 1}
     assert d["results"]["small"]["reduced"]["after_finetune"] == cond["reduced_metric_after_finetune"]
     assert (out / "regime.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no networks/original"):
