@@ -218,3 +218,21 @@ def test_batchnorm_repair_of_a_network_with_dropout():
     a = repair_batchnorm(plain.module(), v, x, batch_size=32)
     b = repair_batchnorm(dropped.module(), v, x, batch_size=32)
     jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-6), a["batch_stats"], b["batch_stats"])
+
+
+def test_normal_equations_keep_their_precision_when_centred():
+    """Activations with a large mean and a small spread (mean / std = 1e4): the centred sums
+    P^T P - (sum P)(sum P)^T / m match a float64 computation; from float32 products they lost
+    every digit (and condensation's ill-conditioned refit changed with them)."""
+    from condensation.calibrate import Reader
+    from condensation.compensate import _normal_equations
+
+    rng = np.random.default_rng(8)
+    x = (1e3 + 0.1 * rng.normal(size=(512, 6))).astype(np.float32)
+    kernel = rng.normal(size=(6, 2)).astype(np.float32)
+    keep = np.array([0, 2, 3])
+    ptp, pty, sp, sy, m = _normal_equations(x, keep, kernel, Reader("dense"))
+    p, y = x[:, keep].astype(np.float64), x.astype(np.float64) @ kernel.astype(np.float64)
+    pc, yc = p - p.mean(0), y - y.mean(0)
+    np.testing.assert_allclose(ptp - np.outer(sp, sp) / m, pc.T @ pc, rtol=1e-6)
+    np.testing.assert_allclose(pty - np.outer(sp, sy) / m, pc.T @ yc, rtol=1e-5)
