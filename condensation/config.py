@@ -379,6 +379,9 @@ class Reduce(Section):
     dead_inputs: DeadInputs | None = spec(None)
     # the stages after selection (null: off) and their calibration data
     compensate: Compensate | None = spec(None)
+    ridge: float | None = spec(None, allowed="null (1e-5) or a number > 0: compensation's ridge, "
+                               "relative to the mean diagonal of its normal equations",
+                               check=lambda v: v > 0)
     repair: Repair | None = spec(None)
     calibration: int | None = spec(None, allowed="null (2048) or an integer >= 1 (training inputs "
                                    "used by compensation, repair and importance)",

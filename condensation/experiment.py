@@ -26,6 +26,7 @@ import yaml
 from absl import logging as absl_logging
 
 from condensation.allocate import importance_widths
+from condensation.compensate import RIDGE
 from condensation.condense import count_groups
 from condensation.config import reduce_outcome, validate_config
 from condensation.errors import ConfigError
@@ -349,7 +350,8 @@ def _stages(run: Run, r: int) -> Stages:
                   calib=x[pick], augment=run.task.augment,
                   fold_constant=rcfg.get("constant_units") == "fold",
                   zero_dead_inputs=rcfg.get("dead_inputs") == "zero",
-                  similarity=rcfg.get("similarity") or "weights", merge=rcfg.get("merge") or "sum")
+                  similarity=rcfg.get("similarity") or "weights", merge=rcfg.get("merge") or "sum",
+                  ridge=float(rcfg.get("ridge") or RIDGE))
 
 
 def _end_round(run: Run, red_net: Network, state: TrainState) -> None:
@@ -409,7 +411,9 @@ def _pipeline(rcfg: dict[str, Any]) -> dict[str, Any]:
             "similarity": rcfg.get("similarity") or "weights", "merge": rcfg.get("merge") or "sum",
             "constant_units": rcfg.get("constant_units") or "keep",
             "dead_inputs": rcfg.get("dead_inputs") or "keep",
-            "compensate": rcfg.get("compensate") or "none", "repair": rcfg.get("repair") or "none",
+            "compensate": rcfg.get("compensate") or "none",
+            **({"ridge": rcfg["ridge"]} if rcfg.get("ridge") is not None else {}),
+            "repair": rcfg.get("repair") or "none",
             "calibration": rcfg.get("calibration") or 2048,
             "finetune_epochs": rcfg["finetune_epochs"], "finetune_lr": rcfg.get("finetune_lr"),
             "distill": rcfg.get("distill") or 0.0}

@@ -51,6 +51,7 @@ import numpy as np
 from condensation.allocate import target_sizes, uniform_widths
 from condensation.calibrate import consumer_inputs
 from condensation.compensate import (
+    RIDGE,
     activation_vectors,
     constant_units,
     fold_constants,
@@ -284,6 +285,7 @@ class Stages:
     zero_dead_inputs: bool = False    # zero the kernel entries no calibration input reaches first
     similarity: str = "weights"       # condense, fold: weights | parts | activations
     merge: str = "sum"                # condense, fold: sum (the paper) | centroid (model folding)
+    ridge: float = RIDGE              # compensation's ridge, relative to the mean diagonal
 
     def __post_init__(self):
         if (self.compensate or self.repair or self.fold_constant or self.zero_dead_inputs) \
@@ -349,7 +351,8 @@ def reduce_groups(net: Network, variables: Variables, choose: Chooser, stages: S
             survivors = None
             if chosen is not None and stages.merge == "centroid":  # the survivors changed
                 reduced, survivors = _survivors(net, reduced, group, stages)
-            reduced = refit_consumers(before, reduced, group, inputs, kept[keep], survivors=survivors)
+            reduced = refit_consumers(before, reduced, group, inputs, kept[keep], ridge=stages.ridge,
+                                      survivors=survivors)
         variables = reduced
     new_net, variables = _checked(net, variables, input_shape)
     if stages.repair:

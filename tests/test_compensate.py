@@ -239,3 +239,17 @@ def test_normal_equations_keep_their_precision_when_centred():
     pc, yc = p - p.mean(0), y - y.mean(0)
     np.testing.assert_allclose(ptp - np.outer(sp, sp) / m, pc.T @ pc, rtol=1e-6)
     np.testing.assert_allclose(pty - np.outer(sp, sy) / m, pc.T @ yc, rtol=1e-5)
+
+
+def test_a_larger_ridge_shrinks_the_refit():
+    """reduce.ridge (Stages.ridge): the refit consumers' kernels shrink as the ridge grows; at
+    the default the refit is the least-squares one."""
+    v = init(MLP, (3,))
+    x = np.random.default_rng(9).normal(size=(256, 3)).astype(np.float32)
+    norms = []
+    for ridge in (1e-5, 1.0, 100.0):
+        _, new = method("magnitude").reduce(MLP, v, threshold=None, target=(3, 5), activation="relu",
+                                            input_shape=(3,), rng=jax.random.key(0),
+                                            stages=Stages(compensate=True, calib=x, ridge=ridge))
+        norms.append(float(np.linalg.norm(new["params"]["Dense_1"]["kernel"])))
+    assert norms[0] > norms[1] > norms[2]
