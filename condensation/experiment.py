@@ -340,14 +340,20 @@ def _teacher(run: Run) -> tuple[Distill | None, Any]:
             jax.tree.map(jnp.asarray, original_vars))
 
 
+def calibration_inputs(x: np.ndarray, n: int, seed: int, r: int) -> np.ndarray:
+    """Round ``r``'s calibration inputs: ``n`` of ``x`` (all when fewer), drawn from the seed
+    and the round, in their original order."""
+    pick = np.sort(np.random.default_rng([seed, 300 + r]).choice(len(x), min(n, len(x)), replace=False))
+    return x[pick]
+
+
 def _stages(run: Run, r: int) -> Stages:
     """The configured stages after selection, with ``reduce.calibration`` training inputs
     (a subset drawn from the seed and the round; default 2048) as their data."""
-    rcfg, x = run.cfg["reduce"], run.task.train[0]
-    n = min(len(x), int(rcfg.get("calibration") or 2048))
-    pick = np.sort(np.random.default_rng([run.seed, 300 + r]).choice(len(x), n, replace=False))
+    rcfg = run.cfg["reduce"]
+    calib = calibration_inputs(run.task.train[0], int(rcfg.get("calibration") or 2048), run.seed, r)
     return Stages(compensate=rcfg.get("compensate") == "lstsq", repair=rcfg.get("repair") == "bn",
-                  calib=x[pick], augment=run.task.augment,
+                  calib=calib, augment=run.task.augment,
                   fold_constant=rcfg.get("constant_units") == "fold",
                   zero_dead_inputs=rcfg.get("dead_inputs") == "zero",
                   similarity=rcfg.get("similarity") or "weights", merge=rcfg.get("merge") or "sum",

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from condensation.calibrate import consumer_inputs, module_path
 from condensation.compensate import constant_units
 from condensation.condense import assign_groups, num_groups
+from condensation.experiment import calibration_inputs
 from condensation.files import write_json
 from condensation.plots import color_cycle, save_figure, subplots
 from condensation.provenance import git_commit
@@ -74,9 +75,7 @@ def calibration(cfg: dict[str, Any], n: int | None) -> np.ndarray:
     """``n`` (default: the run's ``reduce.calibration`` or 2048) training inputs drawn as the
     experiments draw round 0's calibration set."""
     seed, n = int(cfg["seed"]), n or int(cfg["reduce"].get("calibration") or 2048)
-    x = make_task(cfg["data"], seed, ROOT).train[0]
-    pick = np.sort(np.random.default_rng([seed, 300]).choice(len(x), min(n, len(x)), replace=False))
-    return x[pick]
+    return calibration_inputs(make_task(cfg["data"], seed, ROOT).train[0], n, seed, 0)
 
 
 def measure(run: Path, threshold: float, n_calib: int | None) -> list[dict[str, Any]]:
