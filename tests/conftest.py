@@ -1,8 +1,11 @@
 """Shared fixtures: configs composed with Hydra exactly as ``python -m experiments.run`` does."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,19 @@ CONF = ROOT / "conf"
 # shared/ sits beside the work tree, here and in CI's fresh clone
 CHECK_RESULTS = ROOT.parent / "shared" / "tools" / "check-results"
 PYTHON = sys.executable
+
+# One XLA compilation cache for the whole session, the child processes of the tests included:
+# many tests compile the same small programs (the toy runs, the tiny MobileNetV2s) under fresh
+# jit objects, and a cached executable is the one XLA would compile again. Set before jax is
+# imported (the children read the same environment); removed when the session ends.
+_XLA_CACHE = tempfile.mkdtemp(prefix="condensation-tests-xla-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 # A toy run that takes a few seconds (conf/debug/toy.yaml): 3 epochs (a checkpoint after each),
 # then at most two automatic rounds of condense -> 2 fine-tuning epochs. 7 calls of train_epoch
