@@ -68,7 +68,10 @@ def plot(rows: list[dict], out: Path) -> None:
             ax.axhline(100 * yard[0][field], color="0.3", ls=":", label="original + same epochs")
         ax.axhline(100 * original, color="0.5", ls="--", label="original")
         ax.set_xscale("log")
-        sizes = sorted({round(100 * r["size_ratio"], 1) for r in rows if r["method"] != "none"})
+        # one tick per folder (its methods' sizes differ in the last digit: rounded widths)
+        sizes = sorted({round(100 * float(np.median([r["size_ratio"] for r in rows
+                                                     if r["folder"] == f and r["method"] != "none"])), 1)
+                        for f in {r["folder"] for r in rows}})
         ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
         ax.minorticks_off()
         if len(sizes) == 1:
