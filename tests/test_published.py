@@ -35,7 +35,12 @@ def test_published_combustion_surrogate_evaluates_in_seconds_and_writes_nothing_
     assert evaluate.main([f"checkpoint={folder}", f"out={tmp_path / 'e.json'}"]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["value"] == pytest.approx(summary["reduced_metric_after_finetune"], rel=1e-5)
-    assert result["extra"]["a_posteriori"]
+    post, published = result["extra"]["a_posteriori"], summary["reduced_extra"]["a_posteriori"]
+    assert post["ignition_delay_rel_error_max"] == pytest.approx(
+        published["ignition_delay_rel_error_max"], rel=1e-9)
+    # the delay between samples too (new since the run): its summary of the conditions
+    assert post["ignition_delay_interp_rel_error_max"] == pytest.approx(
+        max(c["tau_interp_rel_error"] for c in post["conditions"]))
     assert not (tmp_path / ".cache").exists()
     after = {p: p.stat().st_mtime_ns for p in (RESULTS / "combustion").rglob("*") if p.is_file()}
     assert after == before

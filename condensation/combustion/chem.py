@@ -337,10 +337,13 @@ def project_elements(mech: Mechanism, Y, element_mass, weighted: bool = True,
     return Y / jnp.sum(Y, axis=-1, keepdims=True)
 
 
-def ignition_delay(t, T):
+def ignition_delay(t, T, interpolate: bool = False):
     """Ignition delay: time of maximum dT/dt, along the last axis.
 
-    dT/dt is taken as forward differences, located at interval midpoints.
+    dT/dt is taken as forward differences, located at interval midpoints. With ``interpolate``,
+    the peak is the vertex of the parabola through the largest difference and its two
+    neighbours (a time between samples; the midpoint itself where the peak lies at an end or
+    the three do not bend down).
 
     Args: t [..., n] (or [n], broadcast against T) s; T [..., n] K.
     Returns: [...] s (numpy). A trajectory that never ignites still returns the time of its
@@ -351,7 +354,20 @@ def ignition_delay(t, T):
     rate = np.diff(T, axis=-1) / np.diff(t, axis=-1)
     i = np.argmax(rate, axis=-1)[..., None]
     mid = 0.5 * (t[..., :-1] + t[..., 1:])
-    return np.take_along_axis(mid, i, axis=-1)[..., 0]
+    peak = np.take_along_axis(mid, i, axis=-1)[..., 0]
+    if not interpolate or rate.shape[-1] < 3:
+        return peak
+    j = np.clip(i, 1, rate.shape[-1] - 2)
+    x = [np.take_along_axis(mid, j + k, axis=-1)[..., 0] - peak for k in (-1, 0, 1)]
+    y = [np.take_along_axis(rate, j + k, axis=-1)[..., 0] for k in (-1, 0, 1)]
+    # the parabola through the three points, in time relative to the sampled peak
+    den = (x[0] - x[1]) * (x[0] - x[2]) * (x[1] - x[2])
+    a = (x[2] * (y[1] - y[0]) + x[1] * (y[0] - y[2]) + x[0] * (y[2] - y[1])) / den
+    b = (x[2] ** 2 * (y[0] - y[1]) + x[1] ** 2 * (y[2] - y[0]) + x[0] ** 2 * (y[1] - y[2])) / den
+    inside = (i[..., 0] == j[..., 0]) & (a < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.clip(-b / (2 * a), x[0], x[2])
+    return np.where(inside, peak + vertex, peak)
 
 
 def initial_mass_fractions(
