@@ -80,7 +80,8 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{rows[0]['metric'].replace('_', ' ')} (%)")
-    axes[1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()  # below both panels, off the data
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     save_figure(fig, out)
 
 
