@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,12 @@ def plot(rows: list[dict], out: Path) -> None:
     methods = sorted({r["method"] for r in rows if r["method"] != "none"})
     colors = dict(zip(methods, color_cycle() * 3, strict=False))
     original = np.nanmean([r["original_metric"] for r in rows])
+    # one tick per folder (its methods' sizes differ in the last digit: rounded widths)
+    per_folder = defaultdict(list)
+    for r in rows:
+        if r["method"] != "none":
+            per_folder[r["folder"]].append(r["size_ratio"])
+    sizes = sorted({round(100 * float(np.median(v)), 1) for v in per_folder.values()})
     for ax, field, title in zip(axes, FIELDS[1:3], ("before fine-tuning", "after fine-tuning"),
                                 strict=True):
         for m in methods:
@@ -68,10 +75,6 @@ def plot(rows: list[dict], out: Path) -> None:
             ax.axhline(100 * yard[0][field], color="0.3", ls=":", label="original + same epochs")
         ax.axhline(100 * original, color="0.5", ls="--", label="original")
         ax.set_xscale("log")
-        # one tick per folder (its methods' sizes differ in the last digit: rounded widths)
-        sizes = sorted({round(100 * float(np.median([r["size_ratio"] for r in rows
-                                                     if r["folder"] == f and r["method"] != "none"])), 1)
-                        for f in {r["folder"] for r in rows}})
         ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
         ax.minorticks_off()
         if len(sizes) == 1:
