@@ -6,8 +6,10 @@ from several comparison folders (compare.py's ``comparison.csv``, one folder per
 
 Writes ``--out/curve.csv`` (one row per folder and method: size, the metric before and after
 fine-tuning, mean and std over its seeds, the number of seeds) and ``--out/curve.png`` (two
-panels, before and after fine-tuning; the original as a dashed line; bars: std over seeds
-where there are several).
+panels, before and after fine-tuning; the original at 100 % and as a dashed line, the original
+trained for the same extra epochs (compare.py's ``none``) at 100 % after fine-tuning; bars: std
+over seeds where there are several). Accuracies are drawn in percent, other metrics (losses)
+as they are on a log scale.
 """
 from __future__ import annotations
 
@@ -51,13 +53,16 @@ def plot(rows: list[dict], out: Path) -> None:
     fig, axes = subplots(1, 2, figsize=(11, 4.2), sharey=True)
     methods = sorted({r["method"] for r in rows if r["method"] != "none"})
     colors = dict(zip(methods, color_cycle() * 3, strict=False))
+    metric = rows[0]["metric"]
+    scale = 100.0 if "acc" in metric else 1.0  # accuracies in percent, losses as they are
     original = np.nanmean([r["original_metric"] for r in rows])
-    # one tick per folder (its methods' sizes differ in the last digit: rounded widths)
+    # one tick per folder (its methods' sizes differ in the last digit: rounded widths) and 100
     per_folder = defaultdict(list)
     for r in rows:
         if r["method"] != "none":
             per_folder[r["folder"]].append(r["size_ratio"])
-    sizes = sorted({round(100 * float(np.median(v)), 1) for v in per_folder.values()})
+    sizes = sorted({round(100 * float(np.median(v)), 1) for v in per_folder.values()} | {100.0})
+    yard = [r for r in rows if r["method"] == "none"]
     for ax, field, title in zip(axes, FIELDS[1:3], ("before fine-tuning", "after fine-tuning"),
                                 strict=True):
         for m in methods:
@@ -68,21 +73,24 @@ def plot(rows: list[dict], out: Path) -> None:
             if not pts:
                 continue
             x, y, e = (np.array(v) for v in zip(*pts, strict=True))
-            ax.errorbar(100 * x, 100 * y, yerr=100 * np.nan_to_num(e), marker="o", capsize=3,
+            ax.errorbar(100 * x, scale * y, yerr=scale * np.nan_to_num(e), marker="o", capsize=3,
                         label=LABELS.get(m, m), color=colors[m])
-        yard = [r for r in rows if r["method"] == "none"]
         if yard and field == FIELDS[2]:
-            ax.axhline(100 * yard[0][field], color="0.3", ls=":", label="original + same epochs")
-        ax.axhline(100 * original, color="0.5", ls="--", label="original")
+            ax.errorbar(100, scale * yard[0][field], yerr=scale * np.nan_to_num(yard[0][field + "_std"]),
+                        marker="D", color="0.3", capsize=3, ls="none", zorder=5,
+                        label="original + the same epochs (100 %)")
+        ax.axhline(scale * original, color="0.5", ls="--")
+        ax.plot(100, scale * original, marker="*", ms=9, color="k", ls="none",
+                label="original (100 %; dashed)")
         ax.set_xscale("log")
+        if scale == 1.0:
+            ax.set_yscale("log")
         ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
         ax.minorticks_off()
-        if len(sizes) == 1:
-            ax.set_xlim(sizes[0] / 1.5, sizes[0] * 1.5)
         ax.set_xlabel("size (% of the original's parameters)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{rows[0]['metric'].replace('_', ' ')} (%)")
+    axes[0].set_ylabel(metric.replace("_", " ") + (" (%)" if scale == 100.0 else ""))
     handles, labels = axes[1].get_legend_handles_labels()  # below both panels, off the data
     fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     save_figure(fig, out)

@@ -52,3 +52,21 @@ def test_folders_of_other_metrics_or_without_a_table_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         sizecurve.main([str(a), str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_loss_curve_is_drawn_as_it_is_on_a_log_scale(tmp_path):
+    a = folder(tmp_path / "a", [("condense", 0.4, 0.02, 0.005, "", 1),
+                                ("importance", 0.4, 0.01, 0.0048, "", 1)], metric="test_loss")
+    b = folder(tmp_path / "b", [("condense", 0.05, 0.2, 0.009, "", 1)], metric="test_loss")
+    fig = {}
+    real = sizecurve.save_figure
+    sizecurve.save_figure = lambda f, path: (fig.setdefault("fig", f), real(f, path))
+    try:
+        assert sizecurve.main([str(a), str(b), "--out", str(tmp_path / "out")]) == 0
+    finally:
+        sizecurve.save_figure = real
+    ax = fig["fig"].axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "test loss"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "40", "100"]
+    ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+    assert 0.02 in ys and 2.0 not in ys  # not scaled to percent
