@@ -9,21 +9,23 @@ whose folder (or a parent, up to the config's) holds ``heldout.npz`` (its valida
 splits, written by scripts/heldout.py) is evaluated on those, with the network's own
 normalization, in seconds; otherwise the data are regenerated or read from the cache exactly as
 in training. Prints the metric and writes it, with the task's extra evaluation (combustion:
-a-priori and rollout errors), to FILE: by default DIR/evaluation.json for a run's network, and a
-new temporary folder for a network under the project's results/ (published folders are never
-written).
+a-priori and rollout errors) and its provenance (commit, machine, wall time), to FILE: by
+default DIR/evaluation.json for a run's network, and a new temporary folder for a network under
+the project's results/ (published folders are never written).
 """
 from __future__ import annotations
 
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 from condensation.files import write_json
 from condensation.network import build_network, check_shapes, count_params
+from condensation.provenance import git_commit, machine
 from condensation.saved import load_network
 from condensation.tasks import make_task
 from condensation.train import evaluate
@@ -40,6 +42,7 @@ def find_config(folder: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    start = time.time()
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     unknown = [a for a in argv if "=" not in a] + [k for k in args
                                                   if k not in ("checkpoint", "split", "out")]
@@ -83,6 +86,7 @@ def main(argv: list[str]) -> int:
               "params": count_params(variables)}
     if task.extra_eval is not None:
         result["extra"] = task.extra_eval(net, variables, split)
+    result.update(commit=git_commit(), machine=machine(), wall_time_s=round(time.time() - start, 1))
     write_json(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "extra"}, indent=1))
     print(f"written to {out}", file=sys.stderr)

@@ -66,3 +66,5 @@ def test_evaluate_reproduces_the_published_metric(exp, folder, which, key, tmp_p
     assert result["metric"] == summary["metric"]
     assert result["value"] == pytest.approx(summary[key], rel=1e-5, abs=1e-6)
     assert result["params"] == summary["original_params" if which == "original" else "reduced_params"]
+    assert len(result["commit"].split("-")[0]) == 40 and "cores" in result["machine"]
+    assert result["wall_time_s"] >= 0
