@@ -234,3 +234,8 @@ def test_quick_command_on_the_published_networks(tmp_path):
     check_malloc(got["malloc"])
     check_discover(got["discover"])
     assert got["inference"]["combustion_fcn"]["original"]["params"] == 6_761_609
+
+
+def test_a_commit_is_shortened_with_its_dirty_mark_kept(benchmark):
+    assert benchmark.short_commit("a" * 40 + "-dirty") == "a" * 10 + "-dirty"
+    assert benchmark.short_commit("b" * 40) == "b" * 10
