@@ -52,7 +52,10 @@ def test_sigkill_then_same_command_resumes_to_the_same_result(tmp_path):
     time.sleep(random.Random().uniform(0.1, 0.8 * rest))
     killed = proc.poll() is None
     if killed:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended between the poll and the kill
+            killed = False
     proc.wait()
     if killed and (run_dir / "summary.json").exists():
         # killed after the summary was written (it is written whole, after the curve; only the
