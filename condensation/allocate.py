@@ -1,15 +1,23 @@
 """Per-layer widths for a parameter budget.
 
-``uniform``: every width scaled by the same factor. ``importance``: the widths that remove the
-least of each layer's importance (output energy x outgoing squared norm on calibration data,
-:func:`condensation.compensate.importance`) for the parameters they save. A layer's *loss* at
-``k`` units is the share of its total importance carried by the units beyond its ``k`` most
-important; the widths minimise the summed loss over the layers under the budget (a Lagrange
-multiplier found by bisection, the parameter cost of a unit re-measured at the widths found, a
-few times). Dead units carry no importance and go first; a layer whose importance sits in a few
-units shrinks more than one that spreads it evenly.
+``uniform``: every width scaled by the same factor. The two others give each layer (unit group)
+a *loss* at ``k`` units, a share of that layer in [0, 1], and choose the widths that minimise
+the summed loss over the layers under the budget (a Lagrange multiplier found by bisection, the
+parameter cost of a unit re-measured at the widths found, a few times):
 
-Both read only the original network, so every method reducing it gets the same widths.
+- ``importance``: the share of the layer's importance (output energy x outgoing squared norm on
+  calibration data, :func:`condensation.compensate.importance`) carried by the units beyond its
+  ``k`` most important: what removing them costs if nothing makes up for them. Dead units carry
+  no importance and go first; a layer whose importance sits in a few units shrinks more than one
+  that spreads it evenly.
+- ``reconstruction``: the share of the energy of the layer's consumers' outputs (centred where
+  the consumer has a bias or BatchNorm to take the constant) that the best ``k`` units, chosen
+  greedily, leave unexplained after a (ridge) least-squares refit of the consumers: what
+  removing the others costs once least-squares compensation has made up what it can. Units
+  whose activations are linear combinations of others cost nothing here (a condensed layer's
+  copies), while importance counts them like any other.
+
+All read only the original network, so every method reducing it gets the same widths.
 """
 from __future__ import annotations
 
@@ -19,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from condensation.calibrate import consumer_inputs
-from condensation.compensate import importance
+from condensation.compensate import RIDGE, _input_of, _normal_equations, importance
 from condensation.condense import group_size
+from condensation.coupling import UnitGroup, get
 from condensation.network import Network, abstract_variables, count_params
 
 Variables = dict[str, Any]
-ALLOCATIONS = ("uniform", "importance")
+ALLOCATIONS = ("uniform", "importance", "reconstruction")
 
 
 class _Params:
@@ -93,16 +102,92 @@ def importance_shares(net: Network, variables: Variables, calib: np.ndarray) -> 
     return shares
 
 
+def _greedy_gains(grams: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """[n]: the output energy each unit adds, in the order a greedy forward selection takes
+    them, to what the units before it explain by least squares; the energy explained by a set
+    of units S is tr(C_S^T G_SS^-1 C_S) summed over the consumers, with G the consumer's (ridged)
+    feature Gram matrix and C = G W its features' products with its output. A unit's features
+    are the ``taps`` consecutive blocks of ``n`` columns (a conv's kernel rows (kh, kw, unit));
+    each step takes the unit of largest gain and projects it out of every Gram matrix."""
+    state = []
+    for g, w in grams:
+        taps = len(g) // n
+        idx = (np.arange(taps)[None, :] * n + np.arange(n)[:, None])  # [n, taps]: a unit's columns
+        state.append([g.copy(), g @ w, idx])
+    left, gains = np.ones(n, bool), np.zeros(n)
+    for step in range(n):
+        units = np.flatnonzero(left)  # a unit taken has been projected out: its block is 0
+        total = np.zeros(len(units))
+        for g, c, idx in state:
+            cols = idx[units]  # [u, taps]
+            blocks = g[cols[:, :, None], cols[:, None, :]]  # [u, taps, taps]
+            cb = c[cols]  # [u, taps, out]
+            total += np.einsum("ntk,ntk->n", cb, np.linalg.solve(blocks, cb))
+        best = int(np.argmax(total))
+        j = int(units[best])
+        gains[step], left[j] = max(total[best], 0.0), False
+        for st in state:
+            g, c, idx = st
+            cols = idx[j]
+            inv = np.linalg.inv(g[np.ix_(cols, cols)])
+            gj = g[:, cols]  # [F, taps]
+            st[0] = g - gj @ inv @ gj.T
+            st[1] = c - gj @ (inv @ c[cols])
+    return gains
+
+
+def reconstruction_shares(net: Network, variables: Variables, calib: np.ndarray,
+                          ridge: float = RIDGE) -> list[np.ndarray]:
+    """Per spec group, the share of its consumers' output energy on ``calib`` that each unit
+    adds to what the units before it reconstruct (greedy order, module docstring)."""
+    spec = net.spec()
+    inputs = consumer_inputs(net.module(), variables, calib, [c for g in spec for c in g.consumers])
+    return [_reconstruction_gains(variables, g, inputs, ridge) for g in spec]
+
+
+def _reconstruction_gains(variables: Variables, group: UnitGroup, inputs, ridge: float) -> np.ndarray:
+    grams, n = [], None
+    for c in group.consumers:
+        x, reader = _input_of(inputs, c)
+        kernel = np.moveaxis(np.asarray(get(variables, c.path), np.float32), c.axis, -2)
+        n = kernel.shape[-2]
+        ptp, _, sp, _, m = _normal_equations(x, np.arange(n), kernel, reader)
+        if c.bias is not None or c.bn is not None:  # the constant goes to the bias: centre
+            ptp = ptp - np.outer(sp, sp) / m
+        ptp = ptp / m + ridge * max(np.trace(ptp) / m / len(ptp), 1e-12) * np.eye(len(ptp))
+        grams.append((ptp, np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])))
+    gains = _greedy_gains(grams, n)
+    total = gains.sum()
+    return gains / total if total > 0 else np.full(n, 1.0 / n)
+
+
 def importance_widths(net: Network, variables: Variables, fraction: float, input_shape,
                       calib: np.ndarray, iterations: int = 4) -> tuple[int, ...]:
     """The widths of at most ``fraction`` of ``net``'s parameters that keep the most of each
     layer's importance per parameter (module docstring)."""
+    return allocated_widths(net, fraction, input_shape, importance_shares(net, variables, calib),
+                            iterations)
+
+
+def reconstruction_widths(net: Network, variables: Variables, fraction: float, input_shape,
+                          calib: np.ndarray, iterations: int = 4) -> tuple[int, ...]:
+    """The widths of at most ``fraction`` of ``net``'s parameters that leave the least of each
+    layer's consumers' outputs unexplained after a least-squares refit (module docstring)."""
+    return allocated_widths(net, fraction, input_shape,
+                            reconstruction_shares(net, variables, calib), iterations)
+
+
+def allocated_widths(net: Network, fraction: float, input_shape, gains: list[np.ndarray],
+                     iterations: int = 4) -> tuple[int, ...]:
+    """The widths of at most ``fraction`` of ``net``'s parameters that keep the most of the
+    layers' summed ``gains`` (per spec group, what its 1st, 2nd, ... unit adds, a share of the
+    group) per parameter."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction {fraction}; allowed: 0 < fraction <= 1")
     params = _Params(net, input_shape)
     budget = fraction * params(net.widths)
     groups = _width_of_group(net, input_shape)
-    shares = importance_shares(net, variables, calib)
+    kept = [np.concatenate([[0.0], np.cumsum(g)]) for g in gains]  # share kept at k units
     widths = uniform_widths(net, fraction, input_shape)
     for _ in range(iterations):
         base = params(widths)
@@ -111,9 +196,11 @@ def importance_widths(net: Network, variables: Variables, fraction: float, input
                 for j in groups}
 
         def at(lam: float, widths=widths, cost=cost) -> tuple[int, ...]:
+            # per layer, the k that maximises the share kept minus lam x its parameters (for
+            # descending gains: the units whose gain exceeds lam x a unit's cost)
             w = list(widths)
             for j, g in groups.items():
-                w[j] = max(1, int(np.sum(shares[g] > lam * cost[j])))
+                w[j] = max(1, int(np.argmax(kept[g] - lam * cost[j] * np.arange(len(kept[g])))))
             return tuple(w)
 
         lo, hi = 1e-12, 1.0  # log-bisection: at hi every layer keeps one unit

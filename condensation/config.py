@@ -367,7 +367,8 @@ class Reduce(Section):
         None, allowed="null or a list of decreasing fractions of the parameters in (0, 1), one per "
         "round", check=lambda v: len(v) >= 1 and all(0 < x < 1 for x in v)
         and all(a > b for a, b in zip(v, v[1:], strict=False)))
-    # mode=target: every width scaled alike, or allocated by the original's importance per layer
+    # mode=target: every width scaled alike, or allocated per layer from the original (its
+    # importance, or its consumers' reconstruction error after a least-squares refit)
     widths: Widths | None = spec(None)
     # merging selections (condense, fold): the survivor's input vector, or the group's mean
     merge: Merge | None = spec(None)

@@ -25,7 +25,7 @@ import optax
 import yaml
 from absl import logging as absl_logging
 
-from condensation.allocate import importance_widths
+from condensation.allocate import importance_widths, reconstruction_widths
 from condensation.compensate import RIDGE
 from condensation.condense import count_groups
 from condensation.config import reduce_outcome, validate_config
@@ -321,11 +321,13 @@ def _reduce(run: Run, rnd: Round, tx: optax.GradientTransformation) -> tuple[Net
 
 
 def _allocated(run: Run, fraction: float, current: tuple[int, ...]) -> tuple[int, ...]:
-    """``reduce.widths=importance``: widths for ``fraction`` of the parameters, from the
-    original and the first round's calibration inputs (the same for every method and round),
-    none above the ``current`` widths (a later round only shrinks a layer)."""
+    """``reduce.widths=importance`` or ``reconstruction``: widths for ``fraction`` of the
+    parameters, from the original and the first round's calibration inputs (the same for every
+    method and round), none above the ``current`` widths (a later round only shrinks a layer)."""
     net, variables, _ = load_network(run.nets / "original")
-    widths = importance_widths(net, variables, fraction, run.task.input_shape, _stages(run, 0).calib)
+    allocate = {"importance": importance_widths,
+                "reconstruction": reconstruction_widths}[run.cfg["reduce"]["widths"]]
+    widths = allocate(net, variables, fraction, run.task.input_shape, _stages(run, 0).calib)
     return tuple(min(w, c) for w, c in zip(widths, current, strict=True))
 
 

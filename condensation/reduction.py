@@ -206,8 +206,10 @@ def fraction_schedule(setup: Setup) -> Schedule:
     original's parameters, by equal factors (round r keeps target^((r+1)/R)), or one round per
     fraction of ``reduce.target_sizes``, each accepted;
     ``reduce.widths``: every group scaled by the same factor (``uniform``,
-    :func:`uniform_widths`), or allocated by the original's importance when the round starts
-    (``importance``, :func:`condensation.allocate.importance_widths`)."""
+    :func:`uniform_widths`), or allocated from the original when the round starts, by
+    importance (``importance``, :func:`condensation.allocate.importance_widths`) or by the
+    compensated reconstruction error (``reconstruction``,
+    :func:`condensation.allocate.reconstruction_widths`)."""
     rcfg = setup.cfg["reduce"]
     if rcfg.get("target_sizes"):
         sizes = [float(f) for f in rcfg["target_sizes"]]

@@ -623,7 +623,8 @@ def render(out: Path) -> str:
         d = json.loads(path.read_text())
         lines += [f"## {TITLES[section]}", "",
                   f"`{d['command']}`{' (quick: not figures)' if d['quick'] else ''}: {d['wall_s']:.0f} s, "
-                  f"{d['date']}, commit {short_commit(d['commit'])}, {d['machine']}.", "", *MARKDOWN[section](d)]
+                  f"{d['date']}, commit {short_commit(d['commit'])}, {d['machine']}.", "",
+                  *MARKDOWN[section](d)]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -182,7 +182,8 @@ def test_every_selection_runs_with_compensation_and_repair(name):
 @pytest.mark.parametrize("name", ["condense", "importance", "magnitude", "random",
                                   "merge_standard_init", "fold"])
 def test_target_mode_with_every_stage_end_to_end(name, tmp_path):
-    widths = "importance" if name in ("fold", "condense") else "uniform"
+    widths = {"fold": "importance", "condense": "importance", "magnitude": "reconstruction",
+              "random": "reconstruction"}.get(name, "uniform")
     cfg = compose_config([*TINY_TOY, f"reduce={name}", "reduce.mode=target", "reduce.target=0.4",
                           "reduce.target_rounds=2", "reduce.compensate=lstsq", "reduce.repair=bn",
                           "reduce.calibration=64", "reduce.distill=0.5", f"reduce.widths={widths}"])

@@ -1,11 +1,19 @@
-"""Model folding's selection (k-means, centroid merge) and per-layer widths by importance."""
+"""Model folding's selection (k-means, centroid merge) and per-layer widths (by importance, by
+the compensated reconstruction error)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from condensation.allocate import importance_widths, uniform_widths
+from condensation.allocate import (
+    _greedy_gains,
+    importance_widths,
+    reconstruction_shares,
+    reconstruction_widths,
+    uniform_widths,
+)
 from condensation.condense import merge_group
 from condensation.network import Network, abstract_variables, count_params
 from condensation.reduction import kmeans, representatives
@@ -68,6 +76,45 @@ def test_importance_widths_shrink_the_layer_whose_units_are_dead():
     full = count_params(abstract_variables(MLP, (3,)))
     assert count_params(abstract_variables(MLP.with_widths(widths), (3,))) <= fraction * full
     assert widths[1] == 2 and widths[0] > uniform_widths(MLP, fraction, (3,))[0]
+
+
+def test_greedy_gains_explain_the_output_energy_and_copies_add_nothing():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    x = np.concatenate([x, x[:, :1] + 2 * x[:, 1:2]], axis=1)  # unit 3 = unit 0 + 2 x unit 1
+    w = rng.normal(size=(4, 5))
+    g = x.T @ x / len(x)
+    gains = _greedy_gains([(g + 1e-9 * np.eye(4), w)], 4)
+    energy = np.sum((x @ w) ** 2) / len(x)
+    assert gains.sum() == pytest.approx(energy, rel=1e-6)
+    assert gains[3] < 1e-6 * energy  # whichever three come first explain everything
+    assert np.all(np.diff(gains) <= 1e-9 * energy)  # each step takes the largest gain left
+    # a conv consumer's unit is its block of taps: two taps, unit 1 the copy of unit 0
+    xt = rng.normal(size=(400, 2, 1))
+    xt = np.concatenate([xt, xt, rng.normal(size=(400, 2, 1))], axis=2).reshape(400, 6)  # (tap, unit)
+    wt = rng.normal(size=(6, 3))
+    gt = _greedy_gains([(xt.T @ xt / 400 + 1e-9 * np.eye(6), wt)], 3)
+    assert gt[2] < 1e-6 * gt.sum() and gt[:2].min() > 1e-3 * gt.sum()
+
+
+def test_reconstruction_widths_shrink_the_layer_of_copies_that_importance_keeps():
+    """Layer 0: four distinct units and their four copies (the same input vectors: a condensed
+    layer). A least-squares refit makes up for every copy, so the reconstruction allocation
+    keeps at most the four distinct units there and gives the budget to layer 1; importance
+    counts a copy like any unit."""
+    v = init(MLP, (3,), seed=1)
+    k0, b0 = v["params"]["Dense_0"]["kernel"], v["params"]["Dense_0"]["bias"]
+    k0[:, 4:], b0[4:] = k0[:, :4], b0[:4]
+    x = np.random.default_rng(0).normal(size=(512, 3)).astype(np.float32)
+    shares = reconstruction_shares(MLP, v, x)
+    assert [len(s) for s in shares] == [8, 8]
+    assert shares[0][4:].sum() < 1e-4 and shares[0].sum() == pytest.approx(1.0)
+    fraction = 0.7
+    full = count_params(abstract_variables(MLP, (3,)))
+    rec = reconstruction_widths(MLP, v, fraction, (3,), x)
+    imp = importance_widths(MLP, v, fraction, (3,), x)
+    assert count_params(abstract_variables(MLP.with_widths(rec), (3,))) <= fraction * full
+    assert rec[0] <= 4 < imp[0] and rec[1] > imp[1]
 
 
 def test_compensation_after_a_centroid_merge_fits_the_merged_units():
