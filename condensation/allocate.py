@@ -102,18 +102,19 @@ def importance_shares(net: Network, variables: Variables, calib: np.ndarray) -> 
     return shares
 
 
-def _greedy_gains(grams: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+def _greedy_gains(grams: list[tuple[np.ndarray, np.ndarray, float]], n: int) -> np.ndarray:
     """[n]: the output energy each unit adds, in the order a greedy forward selection takes
-    them, to what the units before it explain by least squares; the energy explained by a set
-    of units S is tr(C_S^T G_SS^-1 C_S) summed over the consumers, with G the consumer's (ridged)
-    feature Gram matrix and C = G W its features' products with its output. A unit's features
-    are the ``taps`` consecutive blocks of ``n`` columns (a conv's kernel rows (kh, kw, unit));
-    each step takes the unit of largest gain and projects it out of every Gram matrix."""
+    them, to what the units before it explain by ridge least squares; the energy explained by a
+    set of units S is tr(C_S^T (G_SS + lam I)^-1 C_S) summed over the consumers, with G a
+    consumer's feature Gram matrix, lam its ridge and C = G W the features' products with its
+    output (the features times its kernel W). A unit's features are the ``taps`` consecutive
+    blocks of ``n`` columns (a conv's kernel rows (kh, kw, unit)); each step takes the unit of
+    largest gain and projects it out of every (ridged) Gram matrix."""
     state = []
-    for g, w in grams:
+    for g, w, lam in grams:
         taps = len(g) // n
         idx = (np.arange(taps)[None, :] * n + np.arange(n)[:, None])  # [n, taps]: a unit's columns
-        state.append([g.copy(), g @ w, idx])
+        state.append([g + lam * np.eye(len(g)), g @ w, idx])
     left, gains = np.ones(n, bool), np.zeros(n)
     for step in range(n):
         units = np.flatnonzero(left)  # a unit taken has been projected out: its block is 0
@@ -123,6 +124,9 @@ def _greedy_gains(grams: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndar
             blocks = g[cols[:, :, None], cols[:, None, :]]  # [u, taps, taps]
             cb = c[cols]  # [u, taps, out]
             total += np.einsum("ntk,ntk->n", cb, np.linalg.solve(blocks, cb))
+        if not np.all(np.isfinite(total)):
+            raise FloatingPointError("the reconstruction gains are not finite (a consumer's "
+                                     "calibration inputs hold inf or nan)")
         best = int(np.argmax(total))
         j = int(units[best])
         gains[step], left[j] = max(total[best], 0.0), False
@@ -154,10 +158,12 @@ def _reconstruction_gains(variables: Variables, group: UnitGroup, inputs, ridge:
         ptp, _, sp, _, m = _normal_equations(x, np.arange(n), kernel, reader)
         if c.bias is not None or c.bn is not None:  # the constant goes to the bias: centre
             ptp = ptp - np.outer(sp, sp) / m
-        ptp = ptp / m + ridge * max(np.trace(ptp) / m / len(ptp), 1e-12) * np.eye(len(ptp))
-        grams.append((ptp, np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])))
+        ptp = ptp / m
+        w = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+        grams.append((ptp, w, ridge * max(np.trace(ptp) / len(ptp), 1e-12)))
     gains = _greedy_gains(grams, n)
     total = gains.sum()
+    # nothing to explain (every unit dead, or constant and centred away): all alike
     return gains / total if total > 0 else np.full(n, 1.0 / n)
 
 
@@ -188,6 +194,7 @@ def allocated_widths(net: Network, fraction: float, input_shape, gains: list[np.
     budget = fraction * params(net.widths)
     groups = _width_of_group(net, input_shape)
     kept = [np.concatenate([[0.0], np.cumsum(g)]) for g in gains]  # share kept at k units
+    descending = [bool(np.all(np.diff(g) <= 0)) for g in gains]
     widths = uniform_widths(net, fraction, input_shape)
     for _ in range(iterations):
         base = params(widths)
@@ -200,7 +207,10 @@ def allocated_widths(net: Network, fraction: float, input_shape, gains: list[np.
             # descending gains: the units whose gain exceeds lam x a unit's cost)
             w = list(widths)
             for j, g in groups.items():
-                w[j] = max(1, int(np.argmax(kept[g] - lam * cost[j] * np.arange(len(kept[g])))))
+                if descending[g]:  # exactly the units worth more than their cost (no rounding)
+                    w[j] = max(1, int(np.sum(gains[g] > lam * cost[j])))
+                else:
+                    w[j] = max(1, int(np.argmax(kept[g] - lam * cost[j] * np.arange(len(kept[g])))))
             return tuple(w)
 
         lo, hi = 1e-12, 1.0  # log-bisection: at hi every layer keeps one unit

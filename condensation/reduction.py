@@ -124,8 +124,8 @@ class Start:
 class Round:
     threshold: float | None           # None: reduce to ``target`` (no cosine threshold)
     target: tuple[int, ...] | None = None
-    # reduce.widths=importance: the widths are allocated for this fraction of the original's
-    # parameters when the round starts (they need the original's variables and data)
+    # reduce.widths=importance or reconstruction: the widths are allocated for this fraction of
+    # the original's parameters when the round starts (they need the original's variables and data)
     fraction: float | None = None
 
 

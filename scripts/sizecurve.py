@@ -8,8 +8,8 @@ Writes ``--out/curve.csv`` (one row per folder and method: size, the metric befo
 fine-tuning, mean and std over its seeds, the number of seeds) and ``--out/curve.png`` (two
 panels, before and after fine-tuning; the original at 100 % and as a dashed line, the original
 trained for the same extra epochs (compare.py's ``none``) at 100 % after fine-tuning; bars: std
-over seeds where there are several). Accuracies are drawn in percent, other metrics (losses)
-as they are on a log scale.
+over seeds where there are several). Accuracies are drawn in percent, other metrics as they
+are, on a log scale when every value is positive (a loss).
 """
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.plot(100, scale * original, marker="*", ms=9, color="k", ls="none",
                 label="original (100 %; dashed)")
         ax.set_xscale("log")
-        if scale == 1.0:
-            ax.set_yscale("log")
+        if scale == 1.0 and all(r[f] > 0 for r in rows for f in FIELDS[1:] if np.isfinite(r[f])):
+            ax.set_yscale("log")  # a loss: positive, over decades
         ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
         ax.minorticks_off()
         ax.set_xlabel("size (% of the original's parameters)")

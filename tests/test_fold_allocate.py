@@ -9,6 +9,7 @@ import pytest
 
 from condensation.allocate import (
     _greedy_gains,
+    allocated_widths,
     importance_widths,
     reconstruction_shares,
     reconstruction_widths,
@@ -81,20 +82,59 @@ def test_importance_widths_shrink_the_layer_whose_units_are_dead():
 def test_greedy_gains_explain_the_output_energy_and_copies_add_nothing():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 3))
-    x = np.concatenate([x, x[:, :1] + 2 * x[:, 1:2]], axis=1)  # unit 3 = unit 0 + 2 x unit 1
-    w = rng.normal(size=(4, 5))
+    x = np.concatenate([x, x[:, :1] + 2 * x[:, 1:2], np.zeros((400, 1))], axis=1)
+    # unit 3 = unit 0 + 2 x unit 1; unit 4 dead
+    w = rng.normal(size=(5, 4))
     g = x.T @ x / len(x)
-    gains = _greedy_gains([(g + 1e-9 * np.eye(4), w)], 4)
+    gains = _greedy_gains([(g, w, 1e-9)], 5)
     energy = np.sum((x @ w) ** 2) / len(x)
     assert gains.sum() == pytest.approx(energy, rel=1e-6)
-    assert gains[3] < 1e-6 * energy  # whichever three come first explain everything
-    assert np.all(np.diff(gains) <= 1e-9 * energy)  # each step takes the largest gain left
+    assert gains[3:].max() < 1e-6 * energy  # whichever three come first explain everything
     # a conv consumer's unit is its block of taps: two taps, unit 1 the copy of unit 0
     xt = rng.normal(size=(400, 2, 1))
     xt = np.concatenate([xt, xt, rng.normal(size=(400, 2, 1))], axis=2).reshape(400, 6)  # (tap, unit)
     wt = rng.normal(size=(6, 3))
-    gt = _greedy_gains([(xt.T @ xt / 400 + 1e-9 * np.eye(6), wt)], 3)
+    gt = _greedy_gains([(xt.T @ xt / 400, wt, 1e-9)], 3)
     assert gt[2] < 1e-6 * gt.sum() and gt[:2].min() > 1e-3 * gt.sum()
+    with pytest.raises(FloatingPointError, match="not finite"):
+        _greedy_gains([(g * np.nan, w, 1e-9)], 5)
+
+
+def test_reconstruction_through_a_conv_consumer_sees_copied_channels():
+    """A conv layer whose channels 2 and 3 copy 0 and 1 (kernel, bias, BatchNorm): read by a
+    3x3 conv, the copies add nothing to what a refit reconstructs."""
+    cnn = Network("cnn", (4, 6, 5), {"n_conv": 2, "num_classes": 3, "activation": "relu",
+                                     "gamma": 0.5})
+    v = init(cnn, (8, 8, 3), seed=2)
+    for coll, name in (("params", "Conv_0"), ("params", "BatchNorm_0"), ("batch_stats", "BatchNorm_0")):
+        for a in v[coll][name].values():
+            a[..., 2:] = a[..., :2]
+    x = np.random.default_rng(1).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    shares = reconstruction_shares(cnn, v, x)
+    assert [len(s) for s in shares] == [4, 6, 5]
+    assert shares[0][2:].sum() < 1e-4 and shares[0][:2].min() > 0.05
+    assert all(s.sum() == pytest.approx(1.0) for s in shares)
+
+
+def test_allocation_from_descending_shares_keeps_no_worthless_unit_within_budget():
+    """Descending shares with ties and zeros (dead units): the widths fit the budget, and a
+    unit of zero share is never kept (beyond a layer's one) while a unit worth something is
+    dropped elsewhere."""
+    net = Network("mlp", (8, 8, 8), {"out_dim": 2, "activation": "relu", "gamma": 0.5})
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        shares = []
+        for _layer in range(3):
+            s = np.sort(rng.choice([0.0, 1.0, 2.0, 3.0], size=8))[::-1]  # ties and zeros
+            shares.append(s / s.sum())
+        for fraction in (0.3, 0.6):
+            widths = allocated_widths(net, fraction, (3,), shares)
+            full = count_params(abstract_variables(net, (3,)))
+            assert count_params(abstract_variables(net.with_widths(widths), (3,))) <= fraction * full
+            dropped_something = any(w < 8 and s[w] > 0 for w, s in zip(widths, shares, strict=True))
+            kept_nothing = any(w > 1 and s[w - 1] == 0 for w, s in zip(widths, shares, strict=True))
+            assert not (dropped_something and kept_nothing)
+            assert widths != (8, 8, 8)
 
 
 def test_reconstruction_widths_shrink_the_layer_of_copies_that_importance_keeps():
