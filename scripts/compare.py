@@ -3,7 +3,7 @@
     python scripts/compare.py --root runs/compare/combustion --seeds 0 1 2 -- +exp=combustion
     python scripts/compare.py --root runs/compare/combustion --no-run   # tables and plot only
 
-For each seed, runs ``python -m experiments.run OVERRIDES seed=S`` (condensation) into
+For each seed, runs ``python -m experiments.run OVERRIDES seed=S reduce=condense`` into
 ``ROOT/seedS`` and then each baseline (``reduce=<method> reduce.targets=ROOT/seedS``) into
 ``ROOT/seedS/baselines/<method>``: the baselines reduce to the sizes of that seed's
 condensation rounds with the same fine-tuning (conf/reduce/). A finished run is skipped and an
@@ -68,7 +68,8 @@ def run_dir(root: Path, seed: int, method: str) -> Path:
 
 def command(overrides: list[str], root: Path, seed: int, method: str,
             scratch_sizes: str = "all") -> list[str]:
-    extra = ([] if method == "condense" else
+    # reduce= always: an experiment's default selection need not be condensation
+    extra = ([f"reduce={method}"] if method == "condense" else
              [f"reduce={method}", f"reduce.targets={run_dir(root, seed, 'condense')}"])
     if method.startswith("scratch") and scratch_sizes != "all":
         extra.append(f"reduce.sizes={scratch_sizes}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,13 +119,27 @@ def test_comparison_runs_compose_to_their_recorded_configs(folder, record):
     argv = published_command(folder / "RUN.md", ["scripts/compare.py", "--seeds"])
     recorded = unflatten(record["config"])
     red = recorded["reduce"]
-    extra = [f"seed={record['seed']}"]
+    extra = [f"seed={record['seed']}", f"reduce={record['method']}"]
     if record["method"] != "condense":
-        extra += [f"reduce={record['method']}", f"reduce.targets={red['targets']}"]
+        extra.append(f"reduce.targets={red['targets']}")
     if red.get("sizes") not in (None, "all"):
         extra.append(f"reduce.sizes={red['sizes']}")
     cfg = compose_config([*overrides(argv), *extra])
     assert differences(cfg, recorded) == {}
+
+
+def test_compare_names_every_method_even_where_it_is_not_the_default():
+    """compare.py passes reduce=<method> for condensation too: +exp=combustion_paper_10's default
+    selection is importance, and its condensation runs must still be condensation."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare
+
+    assert compose_config(["+exp=combustion_paper_10"])["reduce"]["method"] == "importance"
+    for method in ("condense", "importance", "magnitude"):
+        argv = compare.command(["+exp=combustion_paper_10"], Path("runs/x"), 0, method)
+        cfg = compose_config(overrides(argv[1:]))
+        assert cfg["reduce"]["method"] == method
+        assert cfg["reduce"]["target"] == 0.1 and cfg["reduce"]["mode"] == "target"
 
 
 def test_operational_keys_are_what_the_comparison_sets_aside():
