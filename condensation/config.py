@@ -354,10 +354,12 @@ class Reduce(Section):
     finetune_lr: float | None = spec(None, allowed="null (train.lr) or a number > 0",
                                      check=lambda v: v > 0)
     auto: Auto | None = spec(None)
-    # the baselines' sizes: every accepted round of the condensation run in targets, or its last
+    # the baselines' sizes: every accepted round of the condensation run in targets (mode=target:
+    # every round's fraction), or only its last
     sizes: Sizes | None = spec(
         None, allowed="all, final (the sizes a baseline reduces to: every accepted round of the "
-        "condensation run in reduce.targets, or only its last)")
+        "condensation run in reduce.targets, or with reduce.mode=target every round's fraction; "
+        "or only the last)")
     # mode=target: reach this fraction of the original's parameters in target_rounds rounds
     target: float | None = spec(None, allowed="null or a fraction of the parameters in (0, 1)",
                                 check=lambda v: 0 < v < 1)

@@ -211,11 +211,9 @@ def fraction_schedule(setup: Setup) -> Schedule:
     compensated reconstruction error (``reconstruction``,
     :func:`condensation.allocate.reconstruction_widths`)."""
     rcfg = setup.cfg["reduce"]
-    if rcfg.get("target_sizes"):
-        sizes = [float(f) for f in rcfg["target_sizes"]]
-    else:
-        target, rounds = float(rcfg["target"]), int(rcfg.get("target_rounds") or 1)
-        sizes = [target ** ((r + 1) / rounds) for r in range(rounds)]
+    sizes = target_fractions(rcfg)
+    if rcfg.get("sizes") == "final":  # a baseline at the last size only (the others: curve points)
+        sizes = sizes[-1:]
     uniform = (rcfg.get("widths") or "uniform") == "uniform"
 
     def next_round(r: int) -> Round | None:
@@ -227,6 +225,14 @@ def fraction_schedule(setup: Setup) -> Schedule:
         return Round(None, uniform_widths(setup.net, fraction, setup.input_shape))
 
     return Schedule(next_round)
+
+
+def target_fractions(rcfg: dict[str, Any]) -> list[float]:
+    """``reduce.mode=target``: the fraction of the original's parameters each round keeps."""
+    if rcfg.get("target_sizes"):
+        return [float(f) for f in rcfg["target_sizes"]]
+    target, rounds = float(rcfg["target"]), int(rcfg.get("target_rounds") or 1)
+    return [target ** ((r + 1) / rounds) for r in range(rounds)]
 
 
 def finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
@@ -249,7 +255,10 @@ def scratch_finetune_budget(setup: Setup, r: int) -> tuple[int, OptimConfig]:
 
 def _scratch_epochs(setup: Setup, r: int) -> int:
     rcfg = setup.cfg["reduce"]
-    rounds = r + 1 if rcfg["mode"] == "target" else setup.targets[r].round + 1
+    if rcfg["mode"] != "target":
+        rounds = setup.targets[r].round + 1
+    else:  # reduce.sizes=final: one network, as long as the last round's was in all
+        rounds = len(target_fractions(rcfg)) if rcfg.get("sizes") == "final" else r + 1
     return rounds * int(rcfg["finetune_epochs"])
 
 

@@ -305,6 +305,25 @@ def test_scratch_budget_in_target_mode():
     assert scratch_finetune_budget(Setup(cfg, True), 1)[0] == 2 * ft
 
 
+def test_scratch_at_the_final_size_only_in_target_mode(tmp_path, monkeypatch):
+    """reduce.sizes=final with reduce.mode=target: one network at the last round's fraction,
+    trained as long as the reduced network of that round was (training plus every round's
+    fine-tuning), not one network per round (which compare.py's --scratch-sizes final asks for)."""
+    over = [*TINY_TOY, "reduce=scratch", "reduce.mode=target", "reduce.target=0.4",
+            "reduce.target_rounds=2"]
+    cfg = compose_config([*over, "reduce.sizes=final"])
+    ft, train = cfg["reduce"]["finetune_epochs"], cfg["train"]["epochs"]
+    assert scratch_budget(Setup(cfg, True), 0)[0] == train + 2 * ft
+    assert scratch_finetune_budget(Setup(cfg, True), 0)[0] == 2 * ft
+    calls = count_epochs(monkeypatch)
+    summary = train_and_reduce(cfg, tmp_path / "final")
+    rows = list(csv.DictReader((tmp_path / "final" / "curve.csv").open()))
+    assert len(rows) == 1 and len(calls) == train + (train + 2 * ft)  # the original, then scratch
+    every = train_and_reduce(compose_config(over), tmp_path / "all")
+    assert summary["widths_after"] == every["widths_after"]
+    assert len(list(csv.DictReader((tmp_path / "all" / "curve.csv").open()))) == 2
+
+
 def test_target_sizes_give_each_rounds_fraction(tmp_path):
     """reduce.target_sizes: one round per fraction, each at most that fraction (its widths
     rounded down), fine-tuned between them; the pipeline records the list."""
