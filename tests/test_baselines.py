@@ -319,6 +319,7 @@ def test_scratch_at_the_final_size_only_in_target_mode(tmp_path, monkeypatch):
     summary = train_and_reduce(cfg, tmp_path / "final")
     rows = list(csv.DictReader((tmp_path / "final" / "curve.csv").open()))
     assert len(rows) == 1 and len(calls) == train + (train + 2 * ft)  # the original, then scratch
+    assert {n for _, n in calls[train:]} == {summary["reduced_params"]}  # all at the final size
     every = train_and_reduce(compose_config(over), tmp_path / "all")
     assert summary["widths_after"] == every["widths_after"]
     assert len(list(csv.DictReader((tmp_path / "all" / "curve.csv").open()))) == 2
