@@ -69,8 +69,9 @@ def run_dir(root: Path, seed: int, method: str) -> Path:
 def command(overrides: list[str], root: Path, seed: int, method: str,
             scratch_sizes: str = "all") -> list[str]:
     # reduce= always: an experiment's default selection need not be condensation
-    extra = ([f"reduce={method}"] if method == "condense" else
-             [f"reduce={method}", f"reduce.targets={run_dir(root, seed, 'condense')}"])
+    extra = [f"reduce={method}"]
+    if method != "condense":
+        extra.append(f"reduce.targets={run_dir(root, seed, 'condense')}")
     if method.startswith("scratch") and scratch_sizes != "all":
         extra.append(f"reduce.sizes={scratch_sizes}")
     return [sys.executable, "-m", "experiments.run", *overrides, f"seed={seed}", *extra,
