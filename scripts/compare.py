@@ -6,7 +6,10 @@
 For each seed, runs ``python -m experiments.run OVERRIDES seed=S reduce=condense`` into
 ``ROOT/seedS`` and then each baseline (``reduce=<method> reduce.targets=ROOT/seedS``) into
 ``ROOT/seedS/baselines/<method>``: the baselines reduce to the sizes of that seed's
-condensation rounds with the same fine-tuning (conf/reduce/). A finished run is skipped and an
+condensation rounds with the same fine-tuning (conf/reduce/). Only the methods in ``--methods``
+run (condensation among them by default): with ``reduce.mode=target`` and a saved
+``reduce.original`` no method needs the condensation run, so a later session can add a method
+to a seed whose condensation run survives only in runs.json. A finished run is skipped and an
 unfinished one resumes, so the command can be repeated until everything is done. Then writes,
 from every finished run under ``--root`` (whatever ``--seeds`` says) and every run that
 ``--out``'s runs.json keeps from earlier, to ``--out`` (default
@@ -80,8 +83,13 @@ def command(overrides: list[str], root: Path, seed: int, method: str,
 
 def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[str],
             scratch_sizes: str = "all") -> None:
+    """Each seed's listed methods, condensation first when it is listed (the other methods'
+    widths come from its run, but for ``reduce.mode=target`` with a saved ``reduce.original``,
+    where every method reduces the same network to the same fraction on its own: then a method
+    can be added to a seed whose condensation run is kept only in runs.json)."""
+    order = [m for m in methods if m == "condense"] + [m for m in methods if m != "condense"]
     for seed in seeds:
-        for m in ["condense", *[m for m in methods if m != "condense"]]:
+        for m in order:
             if (run_dir(root, seed, m) / "summary.json").is_file():
                 continue
             cmd = command(overrides, root, seed, m, scratch_sizes)

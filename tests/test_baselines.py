@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import sys
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -406,3 +407,24 @@ def test_regime_script_counts_groups_and_dead_units(condensed, tmp_path):
     assert (out / "regime.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no networks/original"):
         regime.main([f"x={tmp_path}", "--out", str(out)])
+
+
+def test_compare_runs_only_the_listed_methods_condensation_first(tmp_path, monkeypatch):
+    """compare.py runs each seed's listed methods, condensation first when listed, finished
+    runs skipped; without condensation in --methods it runs none (a later session adding the
+    yardstick to a seed whose condensation run is kept only in runs.json)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare
+
+    ran = []
+    monkeypatch.setattr(compare.subprocess, "run", lambda cmd, cwd: (
+        ran.append(next(a for a in cmd if a.startswith("reduce=")))
+        or SimpleNamespace(returncode=0)))
+    compare.run_all(["+exp=x"], tmp_path, [0], ["fold", "condense", "none"])
+    assert ran == ["reduce=condense", "reduce=fold", "reduce=none"]
+    ran.clear()
+    done = compare.run_dir(tmp_path, 1, "fold")
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    compare.run_all(["+exp=x"], tmp_path, [1], ["none", "fold"])
+    assert ran == ["reduce=none"]
