@@ -83,11 +83,9 @@ def command(overrides: list[str], root: Path, seed: int, method: str,
 
 def run_all(overrides: list[str], root: Path, seeds: list[int], methods: list[str],
             scratch_sizes: str = "all") -> None:
-    """Each seed's listed methods, condensation first when it is listed (the other methods'
-    widths come from its run, but for ``reduce.mode=target`` with a saved ``reduce.original``,
-    where every method reduces the same network to the same fraction on its own: then a method
-    can be added to a seed whose condensation run is kept only in runs.json)."""
-    order = [m for m in methods if m == "condense"] + [m for m in methods if m != "condense"]
+    """Each seed's listed methods, condensation first when listed (the others take their widths
+    from its run unless ``reduce.mode=target`` with a saved ``reduce.original``)."""
+    order = sorted(methods, key=lambda m: m != "condense")  # stable: the rest keep their order
     for seed in seeds:
         for m in order:
             if (run_dir(root, seed, m) / "summary.json").is_file():

@@ -411,7 +411,7 @@ def test_regime_script_counts_groups_and_dead_units(condensed, tmp_path):
 
 def test_compare_runs_only_the_listed_methods_condensation_first(tmp_path, monkeypatch):
     """compare.py runs each seed's listed methods, condensation first when listed, finished
-    runs skipped; without condensation in --methods it runs none (a later session adding the
+    runs skipped; with condensation not listed, no condensation run (a later session adding the
     yardstick to a seed whose condensation run is kept only in runs.json)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import compare
