@@ -28,6 +28,11 @@ _XLA_CACHE = tempfile.mkdtemp(prefix="condensation-tests-xla-")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# Under pytest-xdist each worker (and its children) gets a cache of its own: the controller's
+# value is inherited, and JAX writes an entry in place, so two workers compiling the same
+# program at once could read each other's half-written entry.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -109,8 +109,10 @@ def test_resume_after_interruption_gives_the_same_result(reference, tmp_path, mo
     assert events.count("resume") == 1 and events.count("done") == 1
 
 
-def test_rerun_of_a_finished_run_does_not_train(reference, monkeypatch):
-    cfg, workdir, ref_summary, _ = reference
+def test_rerun_of_a_finished_run_does_not_train(reference, tmp_path, monkeypatch):
+    cfg, ref_dir, ref_summary, _ = reference
+    workdir = tmp_path / "run"  # a copy: the rerun rewrites the summary the other tests read
+    shutil.copytree(ref_dir, workdir)
     curve = (workdir / "curve.csv").read_text()
     calls = count_calls(monkeypatch, fail_on=1, error=AssertionError)  # any training fails
     summary = train_and_reduce(cfg, workdir)
