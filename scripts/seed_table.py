@@ -20,12 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sizecurve import LABELS as SCRATCH_LABELS
+from sizecurve import UNTRAINED
+
 from condensation.files import atomic_write_text
 
 METHODS = ("condense", "importance", "fold", "magnitude", "random", "scratch_finetune", "scratch",
            "none")
-LABELS = {"fold": "model folding", "scratch_finetune": "scratch, the fine-tuning budget",
-          "scratch": "scratch, the full budget", "none": "original + the same epochs (yardstick)"}
+LABELS = {"fold": "model folding", "none": "original + the same epochs (yardstick)",
+          **SCRATCH_LABELS}
 
 
 def _pct(x: float) -> str:
@@ -52,12 +55,11 @@ def evaluations(folder: Path, run: dict[str, Any]) -> tuple[dict[str, Any], dict
     return test, val
 
 
-def row(run: dict[str, Any], test: dict[str, Any], val: dict[str, Any]) -> list[str]:
+def row(run: dict[str, Any], test: dict[str, Any], val: dict[str, Any], rollouts: bool) -> list[str]:
     s = run["summary"]
     before = s.get("reduced_metric_before_finetune")
-    rollouts = "a_posteriori" in test.get("extra", {})
     cells = [LABELS.get(run["method"], run["method"]), str(run["seed"]), f"{test['params']:,}",
-             "" if before is None or run["method"].startswith("scratch") else f"{before:.3g}",
+             "" if before is None or run["method"] in UNTRAINED else f"{before:.3g}",
              f"{s['reduced_metric_after_finetune']:.5f}", f"{test['value']:.5f}"]
     cells += _rollouts(test) if rollouts else []
     cells += [f"{val['value']:.5f}"] + (_rollouts(val)[:1] if rollouts else [])
@@ -68,11 +70,13 @@ def table(folder: Path) -> str:
     runs = json.loads((folder / "runs.json").read_text())["runs"]
     order = {m: i for i, m in enumerate(METHODS)}
     runs = sorted(runs, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["seed"]))
-    rows = [row(r, *evaluations(folder, r)) for r in runs]
+    evaluated = [(r, *evaluations(folder, r)) for r in runs]
+    rollouts = "a_posteriori" in evaluated[0][1].get("extra", {})
+    rows = [row(r, test, val, rollouts) for r, test, val in evaluated]
     metric = runs[0]["summary"]["metric"]
     head = ["method", "seed", "parameters", f"{metric} before fine-tuning",
             f"{metric} after (the run)", f"{metric}, re-evaluated"]
-    if len(rows[0]) > len(head) + 2:  # the evaluations hold rollouts
+    if rollouts:
         head += ["test ignition-delay error mean / max, sampled", "the same, between samples",
                  "ignite", "val metric", "val ignition-delay error mean / max, sampled"]
     else:
