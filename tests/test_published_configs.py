@@ -130,11 +130,11 @@ def test_comparison_runs_compose_to_their_recorded_configs(folder, record):
 
 def test_compare_names_every_method_even_where_it_is_not_the_default():
     """compare.py passes reduce=<method> for condensation too: +exp=combustion_paper_10's default
-    selection is importance, and its condensation runs must still be condensation."""
+    selection is model folding, and its condensation runs must still be condensation."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import compare
 
-    assert compose_config(["+exp=combustion_paper_10"])["reduce"]["method"] == "importance"
+    assert compose_config(["+exp=combustion_paper_10"])["reduce"]["method"] == "fold"
     for method in ("condense", "importance", "magnitude"):
         argv = compare.command(["+exp=combustion_paper_10"], Path("runs/x"), 0, method)
         cfg = compose_config(overrides(argv[1:]))
