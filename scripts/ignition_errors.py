@@ -80,6 +80,17 @@ def table(networks: list[tuple[str, list[dict[str, Any]]]]) -> str:
     return out.getvalue()
 
 
+def legend_label(label: str, conditions: list[dict[str, Any]]) -> str:
+    """A network's legend entry: its largest errors over the conditions that ignite (one that
+    does not has no delay, and is counted instead)."""
+    lit = [c for c in conditions if c["ignited"]]
+    worst = [100 * max((c[f] for c in lit), default=float("nan"))
+             for f in ("tau_rel_error", "tau_interp_rel_error")]
+    unlit = len(conditions) - len(lit)
+    return (f"{label}: max {worst[0]:.2f} % sampled, {worst[1]:.2f} % between"
+            + (f", {unlit} of {len(conditions)} not igniting" if unlit else ""))
+
+
 def figure(path: Path, networks: list[tuple[str, list[dict[str, Any]]]], split: str,
            dt: float) -> None:
     import numpy as np
@@ -95,9 +106,8 @@ def figure(path: Path, networks: list[tuple[str, list[dict[str, Any]]]], split: 
         for i, (label, cs) in enumerate(networks):
             x = [c[tau_field] * 1e6 for c in cs if c["ignited"]]
             y = [max(c[field], 1e-5) * 100 for c in cs if c["ignited"]]
-            worst = [100 * max(c[f] for c in cs) for f in ("tau_rel_error", "tau_interp_rel_error")]
             ax.scatter(x, y, marker=markers[i % len(markers)], s=28, alpha=0.75,
-                       label=f"{label}: max {worst[0]:.2f} % sampled, {worst[1]:.2f} % between")
+                       label=legend_label(label, cs))
         ax.axhline(100 * GOAL_MAX, color="k", ls="--", lw=1, label="the goal's max, 5 %")
         if field == "tau_rel_error":
             ax.plot(grid * 1e6, 100 * dt / grid, color="0.5", lw=1,

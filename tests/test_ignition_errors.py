@@ -33,6 +33,19 @@ def two(tmp_path):
     return a, b
 
 
+def test_a_condition_that_does_not_ignite_is_left_out_of_the_figure_not_the_table(tmp_path):
+    unlit = {**_condition(1000.0, 3e-4, 3e-4, 0.0), "tau_net": float("nan"),
+             "tau_rel_error": float("nan"), "tau_interp_rel_error": float("nan"), "ignited": False}
+    a = _write(tmp_path / "a.json", [unlit, _condition(1260.0, 19.5e-6, 18.5e-6, 0.0025)])
+    out = tmp_path / "out"
+    assert ignition_errors.main([f"{a}=first", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "ignition_errors.csv").open()))
+    assert [r["ignited"] for r in rows] == ["False", "True"]
+    assert ignition_errors.legend_label("first", [unlit, _condition(1260.0, 19.5e-6, 18.5e-6, 0.0025)]) \
+        == "first: max 5.13 % sampled, 0.25 % between, 1 of 2 not igniting"
+    assert (out / "ignition_errors.png").is_file()
+
+
 def test_one_row_per_network_and_condition_and_a_figure(two, tmp_path):
     a, b = two
     out = tmp_path / "out"
