@@ -19,14 +19,12 @@ before any file is written.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from condensation.files import atomic_write_text
+from condensation.files import write_csv
 from condensation.plots import save_figure, subplots
 
 GOAL_MAX = 0.05   # the combustion goal's largest ignition-delay error
@@ -67,17 +65,16 @@ def load(specs: list[str]) -> tuple[list[tuple[str, list[dict[str, Any]]]], str]
     return [(label, cs) for label, cs, _ in read], read[0][2]
 
 
-def table(networks: list[tuple[str, list[dict[str, Any]]]]) -> str:
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["network", "T0_K", "P_Pa", "phi", "tau_cantera_s", "tau_net_s", "rel_error",
-                "tau_cantera_interp_s", "tau_net_interp_s", "interp_rel_error", "ignited"])
-    for label, cs in networks:
-        for c in cs:
-            w.writerow([label, c["T0"], c["P"], c["phi"], c["tau_cantera"], c["tau_net"],
-                        c["tau_rel_error"], c["tau_cantera_interp"], c["tau_net_interp"],
-                        c["tau_interp_rel_error"], c["ignited"]])
-    return out.getvalue()
+# the CSV's columns and the condition's field each one holds
+COLUMNS = {"T0_K": "T0", "P_Pa": "P", "phi": "phi", "tau_cantera_s": "tau_cantera",
+           "tau_net_s": "tau_net", "rel_error": "tau_rel_error",
+           "tau_cantera_interp_s": "tau_cantera_interp", "tau_net_interp_s": "tau_net_interp",
+           "interp_rel_error": "tau_interp_rel_error", "ignited": "ignited"}
+
+
+def rows(networks: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    return [{"network": label, **{col: c[field] for col, field in COLUMNS.items()}}
+            for label, cs in networks for c in cs]
 
 
 def legend_label(label: str, conditions: list[dict[str, Any]]) -> str:
@@ -141,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "ignition_errors.csv", table(networks))
+    write_csv(args.out / "ignition_errors.csv", rows(networks), ["network", *COLUMNS])
     figure(args.out / "ignition_errors.png", networks, split, args.dt)
     print(f"wrote {args.out / 'ignition_errors.png'} and ignition_errors.csv")
     return 0
