@@ -19,6 +19,7 @@ from condensation.experiment import train_and_reduce
 from condensation.network import Network
 from condensation.runstate import Checkpoints
 from condensation.saved import load_network, save_network
+from experiments.evaluate import main as evaluate_main
 
 
 def snapshot(folder) -> dict[str, str]:
@@ -46,7 +47,7 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@pytest.mark.parametrize("override, message", [
+INVALID = [
     ("model.widths=[4,0]", "invalid config: model.widths=[4, 0]; allowed: a non-empty list of "
                            "positive integers"),
     ("reduce.auto.start=1.5", "invalid config: reduce.auto.start=1.5; allowed: a cosine threshold in (0, 1]"),
@@ -55,8 +56,24 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
     ("logger=wandb", "invalid config: logger='wandb'; allowed: jsonl, tensorboard"),
     ("train.checkpoint_every_steps=-5", "invalid config: train.checkpoint_every_steps=-5"),
     ("train.optimizer=adamx", "invalid config: train.optimizer='adamx'; allowed: adam, adamw, sgd"),
-])
-def test_invalid_value_on_the_command_line(run_dir, override, message):
+]
+
+
+@pytest.mark.parametrize("override, message", INVALID)
+def test_invalid_value_leaves_a_finished_run_alone(run_dir, override, message):
+    """In the process (what the command line calls after its own check, below): one line, and
+    fresh=true empties nothing."""
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError) as err:
+        train_and_reduce(compose_config([*TINY_TOY, override, "fresh=true"]), run_dir)
+    assert str(err.value).startswith(message) and len(str(err.value).splitlines()) == 1, err.value
+    assert snapshot(run_dir) == before
+
+
+def test_invalid_value_on_the_command_line(run_dir):
+    """The command line prints the same line after "error: " and exits with 2 (one value here: a
+    fresh interpreter costs seconds; tests/test_schema.py refuses three more on the command line)."""
+    override, message = INVALID[0]
     before = snapshot(run_dir)
     out = run_cli("experiments.run", *TINY_TOY, override, "fresh=true", f"hydra.run.dir={run_dir}")
     assert out.returncode == 2, out.stdout + out.stderr
@@ -125,23 +142,22 @@ def foreign_network(folder, which: str) -> None:
 
 
 @pytest.mark.parametrize("which", ["another architecture", "arrays of other layers"])
-def test_evaluate_refuses_a_network_of_another_architecture(run_dir, which):
+def test_evaluate_refuses_a_network_of_another_architecture(run_dir, which, capsys):
     folder = run_dir / "networks" / "reduced"
     foreign_network(folder, which)
     before = snapshot(run_dir)
-    out = run_cli("experiments.evaluate", f"checkpoint={folder}")
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert f"checkpoint={folder}" in out.stderr and "Traceback" not in out.stderr, out.stderr
-    assert ("holds a cnn network but its run's config" in out.stderr if which == "another architecture"
-            else "variables do not fit mlp" in out.stderr), out.stderr
+    assert evaluate_main([f"checkpoint={folder}"]) == 2  # the command's exit status
+    err = capsys.readouterr().err
+    assert f"checkpoint={folder}" in err, err
+    assert ("holds a cnn network but its run's config" in err if which == "another architecture"
+            else "variables do not fit mlp" in err), err
     assert not (folder / "evaluation.json").exists()
     assert snapshot(run_dir) == before
 
 
 def test_evaluate_works_on_the_run_itself(run_dir):
     """The control of the test above: the run's own network evaluates."""
-    out = run_cli("experiments.evaluate", f"checkpoint={run_dir / 'networks' / 'reduced'}")
-    assert out.returncode == 0, out.stderr
+    assert evaluate_main([f"checkpoint={run_dir / 'networks' / 'reduced'}"]) == 0
     assert (run_dir / "networks" / "reduced" / "evaluation.json").is_file()
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from experiments.export import main as export_main
+
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "results" / "combustion"
 
@@ -151,10 +153,7 @@ def test_stablehlo_export_runs_in_a_fresh_process(tmp_path):
 
     s = _published()
     folder = PUBLISHED / "surrogate" / "reduced"
-    out = subprocess.run([sys.executable, "-m", "experiments.export", f"checkpoint={folder}",
-                          "format=stablehlo", f"out={tmp_path / 'step.shlo'}"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
+    assert export_main([f"checkpoint={folder}", "format=stablehlo", f"out={tmp_path / 'step.shlo'}"]) == 0
     _equals_the_step_in_a_fresh_process(s, tmp_path, tmp_path / "step.shlo", (
         "import sys, json, numpy as np, jax, jax.numpy as jnp\n"
         "e = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
@@ -184,11 +183,9 @@ def test_onnx_export_runs_in_a_fresh_process(tmp_path):
     assert json.loads((tmp_path / "step.onnx.json").read_text())["species"] == list(s.species)
 
 
-def test_export_refuses_bad_input(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.export", "checkpoint=x",
-                          "format=tflite", f"out={tmp_path / 'a'}"], capture_output=True, text=True,
-                         cwd=ROOT)
-    assert out.returncode == 2 and "format='tflite'; allowed: stablehlo, onnx" in out.stderr
+def test_export_refuses_bad_input(tmp_path, capsys):
+    assert export_main(["checkpoint=x", "format=tflite", f"out={tmp_path / 'a'}"]) == 2
+    assert "format='tflite'; allowed: stablehlo, onnx" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
 
