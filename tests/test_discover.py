@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import reference_specs as ref
 import zoo
+from conftest import random_variables
 from flax import nnx
 
 from condensation.archs import architecture
@@ -63,21 +64,6 @@ def test_discovery_stops_only_at_the_output():
     assert len(found.stopped) == 1 and "the model's output" in next(iter(found.stopped.values()))
 
 
-def _init(module, x, seed=3):
-    """Random but valid variables, compiled in one piece (eager init costs seconds): units that
-    differ, BatchNorm variances positive."""
-
-    def init(x):
-        leaves, tree = jax.tree_util.tree_flatten(module.init(jax.random.key(0), x))
-        keys = jax.random.split(jax.random.key(seed), len(leaves))
-        new = [v + 0.3 * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves, strict=False)]
-        return jax.tree_util.tree_map_with_path(
-            lambda p, v: jnp.abs(v) + 0.5 if getattr(p[-1], "key", None) == "var" else v,
-            jax.tree_util.tree_unflatten(tree, new))
-
-    return jax.jit(init)(x)
-
-
 def _split_every_group(variables, spec):
     """One unit of every group split in two (fractions 0.3 / 0.7): same function, +1 width."""
 
@@ -104,7 +90,7 @@ LINEN_ZOO = [
 def test_linen_zoo_round_trip(cls, widths, shape, n_stopped):
     x = jax.random.normal(jax.random.key(1), shape)
     narrow = cls(widths)
-    variables = _init(narrow, x)
+    variables = random_variables(narrow.init, x)
     found = discover(lambda v, x: narrow.apply(v, x), variables, x)
     assert len(found.stopped) == n_stopped, found.report()
     wide_widths = list(widths)
@@ -160,7 +146,7 @@ def _at(tree, path):
 def test_attention_is_left_alone_and_reported():
     x = jnp.ones((2, 4, 5))
     m = zoo.TransformerBlock((9,))
-    v = m.init(jax.random.key(0), x)
+    v = random_variables(m.init, x)
     found = discover(lambda v, x: m.apply(v, x), v, x)
     assert [g.name for g in found.spec] == ["Dense_2"]          # the MLP's hidden units
     why = " ".join(r for name, rs in found.stopped.items() for r in rs
@@ -173,7 +159,7 @@ def test_attention_is_left_alone_and_reported():
 def test_tied_transposed_weights_are_reported():
     x = jnp.ones((2, 6))
     m = zoo.TiedAutoencoder((5,))
-    v = m.init(jax.random.key(0), x)
+    v = random_variables(m.init, x)
     found = discover(lambda v, x: m.apply(v, x), v, x)
     assert found.spec == ()
     assert any("tied weights" in r for r in found.stopped["w"])
@@ -214,7 +200,7 @@ def test_the_evaluator_equals_the_rebuilt_module_on_mobilenetv2():
     widths = default_widths(stages, stem=8, head=16)
     module = a.build(widths, num_classes=3, stages=stages)
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
-    variables = _init(module, x)
+    variables = random_variables(module.init, x)
     spec = a.spec(widths, stages=stages)
     new_vars, groups = condense_variables(variables, spec, threshold=0.2, activation="relu6")
     new_widths = tuple(g.after for g in groups)
@@ -227,7 +213,7 @@ def test_the_evaluator_equals_the_rebuilt_module_on_mobilenetv2():
 def test_saved_reduced_model_runs_in_a_fresh_process(tmp_path):
     x = jax.random.normal(jax.random.key(1), (2, 6))
     narrow = zoo.SharedLayer((5,))
-    variables = _init(narrow, x)
+    variables = random_variables(narrow.init, x)
     found = discover(lambda v, x: narrow.apply(v, x), variables, x)
     wide = zoo.SharedLayer((6,))
     reduced = reduce_model(wide, _split_every_group(variables, found.spec), x, threshold=0.99999)
@@ -252,7 +238,7 @@ def test_saved_reduced_model_runs_in_a_fresh_process(tmp_path):
 def test_bad_input_is_refused_before_any_work(tmp_path):
     x = jnp.ones((2, 6))
     m = zoo.SharedLayer((5,))
-    v = m.init(jax.random.key(0), x)
+    v = random_variables(m.init, x)
     with pytest.raises(TypeError, match="flax.linen.Module or a flax.nnx.Module"):
         reduce_model(lambda v, x: x, v, x, threshold=0.9)
     with pytest.raises(ValueError, match="threshold must be in"):
@@ -270,7 +256,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
 def test_reduce_to_widths_and_to_a_fraction():
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
     m = zoo.ResNetish((4, 5, 6, 7))
-    v = _init(m, x)
+    v = random_variables(m.init, x)
     r = reduce_model(m, v, x, widths={"Conv_1": 2, "Conv_4": 3})
     assert [(w.name, w.before, w.after) for w in r.widths] == [("Conv_1", 5, 2), ("Conv_4", 7, 3)]
     assert r(x).shape == (4, 3)
@@ -309,7 +295,7 @@ def test_every_zoo_model_saved_reduced_runs_in_a_fresh_process(tmp_path):
     for name, (cls, widths, shape) in cases.items():
         x = jax.random.normal(jax.random.key(1), shape)
         m = cls(widths)
-        reduced = reduce_model(m, _init(m, x), x, keep=0.5)
+        reduced = reduce_model(m, random_variables(m.init, x), x, keep=0.5)
         assert reduced.params_after < reduced.params_before
         reduced.save(tmp_path / name)
         np.save(tmp_path / f"{name}_x.npy", np.asarray(x))
@@ -346,7 +332,7 @@ def test_compensation_through_the_trace_brings_the_outputs_back(case):
         m = make()
         x = jax.random.normal(jax.random.key(1), shape)
         held = jax.random.normal(jax.random.key(9), shape)
-        v = None if isinstance(m, nnx.Module) else _init(m, x)
+        v = None if isinstance(m, nnx.Module) else random_variables(m.init, x)
         want = m(held) if v is None else jax.jit(m.apply)(v, held)
         err = {}
         for comp in (False, True):
@@ -376,7 +362,7 @@ def test_batchnorm_repair_is_training_mode_statistics():
 
     m = ConvBN()
     x = jax.random.normal(jax.random.key(1), (64, 6, 6, 3))
-    v = _init(m, x)
+    v = random_variables(m.init, x)
 
     def training_mode_stats(module, variables):
         zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
@@ -417,7 +403,7 @@ def test_a_batchnorm_shared_by_two_layers_is_left_alone():
             return nn.Dense(3)(x.mean((1, 2)))
 
     m, x = Shared(), jnp.ones((2, 5, 5, 3))
-    v = _init(m, x)
+    v = random_variables(m.init, x)
     found = discover(lambda v, x: m.apply(v, x), v, x)
     assert not found.spec and "shared normalisation" in " ".join(found.stopped["Conv_0"])
     with pytest.raises(ValueError, match="BatchNorm batch_stats/BatchNorm_0 is applied more "):
@@ -452,7 +438,7 @@ def test_what_cannot_be_followed_is_left_alone():
              (DenseNetish(), (jnp.ones((2, 6, 6, 3)),), "a concatenation or flatten of another one"),
              (CReLU(), (jnp.ones((2, 4)),), "the same units twice in one concatenation")]
     for m, args, why in cases:
-        v = m.init(jax.random.key(0), *args)
+        v = random_variables(m.init, *args)
         r = reduce_model(m, v, *args, keep=0.5)
         assert any(why in reason for reasons in r.stopped.values() for reason in reasons), r.report()
         assert r(*args).shape == m.apply(v, *args).shape
