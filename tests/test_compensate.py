@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_TOY, compose_config
+from conftest import TINY_TOY, compose_config, random_variables
 
 from condensation.calibrate import consumer_inputs
 from condensation.compensate import importance, refit_consumers, repair_batchnorm
@@ -135,8 +135,7 @@ def test_kernel_entries_no_input_reaches_are_zeroed_and_nothing_else_changes():
     stages = [[1, 8, 1, 1], [6, 12, 2, 2], [6, 16, 2, 2]]
     net = Network("mobilenetv2", default_widths(stages, stem=8, head=64),
                   {"num_classes": 3, "stages": stages})
-    v = jax.tree.map(np.array, jax.jit(net.module().init)(jax.random.key(0),
-                                                           jnp.ones((1, 8, 8, 3))))
+    v = jax.tree.map(np.array, random_variables(net.module().init, jnp.ones((1, 8, 8, 3))))
     x = np.random.default_rng(3).normal(size=(32, 8, 8, 3)).astype(np.float32)
     groups = {g.name: g for g in net.spec()}
     # 2x2 -> 2x2, 2x2 -> 1x1 (stride 2), 1x1 -> 1x1

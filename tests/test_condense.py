@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_variables
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -68,13 +69,14 @@ def assert_embedding_roundtrip(net, variables, x, activation, draw):
     big = split_random_units(variables, spec, draw, homogeneous)
     big_net = net.with_widths(widths_of(net, big))
     check_shapes(big_net, big, x.shape[1:])
-    y = net.module().apply(variables, x)
-    np.testing.assert_allclose(big_net.module().apply(big, x), y, atol=1e-5, rtol=1e-4)
+    apply = jax.jit(net.module().apply)  # one program per network, not one per operation
+    y = apply(variables, x)
+    np.testing.assert_allclose(jax.jit(big_net.module().apply)(big, x), y, atol=1e-5, rtol=1e-4)
 
     small, reports = condense_variables(big, big_net.spec(), threshold=TAU, activation=activation)
     assert widths_of(net, small) == net.widths, reports
     check_shapes(net, small, x.shape[1:])
-    np.testing.assert_allclose(net.module().apply(small, x), y, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(apply(small, x), y, atol=1e-5, rtol=1e-4)
 
 
 @SETTINGS
@@ -84,11 +86,9 @@ def test_mlp_embedding_principle(data, activation):
     widths = tuple(draw(st.lists(st.integers(2, 7), min_size=1, max_size=3)))
     in_dim = draw(st.integers(4, 6))  # low-dimensional random vectors could be parallel by chance
     net = Network("mlp", widths, {"out_dim": 3, "activation": activation, "gamma": 0.5})
-    key = jax.random.key(draw(st.integers(0, 2**16)))
-    x = jax.random.normal(key, (16, in_dim))
-    variables = net.module().init(key, x)
-    bias_key = jax.random.fold_in(key, 1)
-    variables = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(bias_key, a.shape), variables)
+    seed = draw(st.integers(0, 2**16))
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(16, in_dim)), jnp.float32)
+    variables = random_variables(net.module().init, x, seed=seed)  # biases too are not 0
     assert_embedding_roundtrip(net, variables, x, activation, draw)
 
 
@@ -100,8 +100,8 @@ def test_cnn_with_batchnorm_embedding_principle(data, activation):
     net = Network("cnn", widths, {"num_classes": 3, "n_conv": 2, "activation": activation,
                                   "gamma": 0.5})
     seed = draw(st.integers(0, 2**16))
-    x = jax.random.normal(jax.random.key(seed), (4, 8, 8, 3))
-    variables = randomize_batchnorm(net.module().init(jax.random.key(seed), x),
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(4, 8, 8, 3)), jnp.float32)
+    variables = randomize_batchnorm(random_variables(net.module().init, x, seed=seed),
                                     np.random.default_rng(seed))
     assert_embedding_roundtrip(net, variables, x, activation, draw)
 
@@ -114,8 +114,8 @@ def test_residual_cnn_embedding_principle(data, activation):
     net = Network("residual_cnn", widths, {"num_classes": 3, "activation": activation,
                                            "gamma": 0.5})
     seed = draw(st.integers(0, 2**16))
-    x = jax.random.normal(jax.random.key(seed), (4, 6, 6, 3))
-    variables = randomize_batchnorm(net.module().init(jax.random.key(seed), x),
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(4, 6, 6, 3)), jnp.float32)
+    variables = randomize_batchnorm(random_variables(net.module().init, x, seed=seed),
                                     np.random.default_rng(seed))
     assert_embedding_roundtrip(net, variables, x, activation, draw)
 
