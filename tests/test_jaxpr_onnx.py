@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_variables
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -63,7 +64,7 @@ def test_a_convolutional_network_with_pooling_and_depthwise_filters():
             return nn.Dense(3)(x.mean((1, 2)))
 
     m = Net()
-    v = m.init(jax.random.key(0), jnp.ones((1, 16, 16, 3)))
+    v = random_variables(m.init, jnp.ones((1, 16, 16, 3)))
     _check(lambda x: m.apply(v, x), [jax.ShapeDtypeStruct((B, 16, 16, 3), jnp.float32)],
            lambda n: (_rand(n, 16, 16, 3),), rtol=1e-5, atol=1e-5)
 
@@ -83,7 +84,7 @@ def test_a_reduced_model_exports():
             return nn.Dense(2)((x + nn.Conv(6, (3, 3))(nn.relu(nn.Conv(8, (3, 3))(x)))).mean((1, 2)))
 
     m, x = Net(), jnp.asarray(_rand(4, 6, 6, 3))
-    v = m.init(jax.random.key(0), x)
+    v = random_variables(m.init, x)
     r = reduce_model(m, v, x, keep=0.5)
     assert r.params_after < r.params_before
     _check(r, [jax.ShapeDtypeStruct((B, 6, 6, 3), jnp.float32)], lambda n: (_rand(n, 6, 6, 3),),
