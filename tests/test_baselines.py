@@ -18,7 +18,7 @@ from condensation import fit as fit_module
 from condensation.condense import assign_groups, num_groups
 from condensation.errors import ConfigError
 from condensation.experiment import train_and_reduce
-from condensation.network import Network, count_params
+from condensation.network import Network, abstract_variables, count_params
 from condensation.reduction import (
     REDUCERS,
     Setup,
@@ -48,7 +48,7 @@ def test_baseline_reaches_the_target_widths(name, net, shape, target):
         assert all(w <= t for w, t in zip(small.widths, target, strict=True))
     else:
         assert small.widths == target
-        assert count_params(new) == count_params(init(net.with_widths(target), shape))
+        assert count_params(new) == count_params(abstract_variables(net.with_widths(target), shape))
     out = small.module().apply(new, jnp.ones((2, *shape)))
     assert out.shape == (2, net.options.get("out_dim", net.options.get("num_classes")))
 
