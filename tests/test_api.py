@@ -86,7 +86,8 @@ def permute(params, layer, perm):
 
 def apply(widths, out_dim, activation, params, x):
     module = MLP(widths=tuple(widths), out_dim=out_dim, activation=activation)
-    return np.asarray(module.apply({"params": params}, x))
+    # one compiled program per network: run op by op, each operation compiles for each shape
+    return np.asarray(jax.jit(module.apply)({"params": params}, x))
 
 
 @SETTINGS

@@ -64,16 +64,20 @@ def _published(which="reduced"):
 
 
 def test_a_cold_mixture_stays_cold_under_the_guard():
-    """300 K H2/air stepped for 2 ms: frozen by the default guard (the raw network heats it)."""
+    """300 K H2/air: frozen by the default guard (the raw network heats it), the state given back
+    exactly, so that any number of steps leaves it as it is (20 steps here; 2,000 steps of 1 us
+    took 15 s of the suite and checked nothing more)."""
     import numpy as np
 
     from condensation.combustion.chem import initial_mass_fractions
     s = _published()
-    T, P = np.full(4, 300.0), np.full(4, 101325.0)
-    Y = np.tile(initial_mass_fractions(s.mechanism_name, 1.0), (4, 1))
-    for _ in range(2000):
+    T0, P = np.full(4, 300.0), np.full(4, 101325.0)
+    Y0 = np.tile(initial_mass_fractions(s.mechanism_name, 1.0), (4, 1))
+    T, Y = T0, Y0
+    for _ in range(20):
         T, Y, status = s.step(T, P, Y, return_guarded=True)
-    assert np.all(status == 1) and np.abs(np.asarray(T) - 300.0).max() <= 1.0
+        assert np.all(status == 1)
+    assert np.array_equal(T, T0) and np.array_equal(Y, Y0)
 
 
 def test_outside_the_envelope_raises_or_falls_back_to_cantera():
