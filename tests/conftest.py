@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -36,6 +34,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # program at once could read each other's half-written entry.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+
+
+def pytest_sessionstart(session):
+    import jax
+
+    if jax.config.jax_compilation_cache_dir != os.environ["JAX_COMPILATION_CACHE_DIR"]:
+        raise pytest.UsageError("jax was imported before tests/conftest.py set its compilation "
+                                "cache: import jax inside functions there")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -100,6 +106,10 @@ def random_variables(init: Callable[..., Any], *args: Any, seed: int = 0) -> Any
     need no particular initialization only need units that differ. Arrays of two or more axes
     ~ N(0, 1 / fan-in) (fan-in: the product of all axes but the last), vectors ~ N(0, 0.3^2),
     BatchNorm ``var`` in [0.5, 2] and ``scale`` in 1 + N(0, 0.3^2)."""
+    # imported here: JAX reads the compilation cache's settings above when it is imported
+    import jax
+    import jax.numpy as jnp
+
     shapes = jax.eval_shape(init, jax.random.key(0), *args)
     rng = np.random.default_rng(seed)
 
