@@ -98,14 +98,17 @@ def compose_config(overrides: list[str]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def random_variables(init: Callable[..., Any], *args: Any, seed: int = 0) -> Any:
+def random_variables(init: Callable[..., Any], *args: Any,
+                     seed: int | np.random.Generator = 0) -> Any:
     """Random, generic variables with the structure ``init(key, *args)`` returns, drawn by NumPy.
 
     ``init`` is traced for its shapes only: a model's own initializer would compile its random
     number programs for every new shape (about a second each on 2 cores), and the tests that
     need no particular initialization only need units that differ. Arrays of two or more axes
     ~ N(0, 1 / fan-in) (fan-in: the product of all axes but the last), vectors ~ N(0, 0.3^2),
-    BatchNorm ``var`` in [0.5, 2] and ``scale`` in 1 + N(0, 0.3^2)."""
+    BatchNorm ``var`` in [0.5, 2] and ``scale`` in 1 + N(0, 0.3^2). ``seed`` may be a NumPy
+    Generator, which the draws then continue (inputs drawn from a generator seeded alike would
+    repeat the first kernel's numbers)."""
     # imported here: JAX reads the compilation cache's settings above when it is imported
     import jax
     import jax.numpy as jnp

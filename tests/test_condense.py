@@ -86,9 +86,9 @@ def test_mlp_embedding_principle(data, activation):
     widths = tuple(draw(st.lists(st.integers(2, 7), min_size=1, max_size=3)))
     in_dim = draw(st.integers(4, 6))  # low-dimensional random vectors could be parallel by chance
     net = Network("mlp", widths, {"out_dim": 3, "activation": activation, "gamma": 0.5})
-    seed = draw(st.integers(0, 2**16))
-    x = jnp.asarray(np.random.default_rng(seed).normal(size=(16, in_dim)), jnp.float32)
-    variables = random_variables(net.module().init, x, seed=seed)  # biases too are not 0
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = jnp.asarray(rng.normal(size=(16, in_dim)), jnp.float32)
+    variables = random_variables(net.module().init, x, seed=rng)  # biases too are not 0
     assert_embedding_roundtrip(net, variables, x, activation, draw)
 
 
@@ -99,10 +99,9 @@ def test_cnn_with_batchnorm_embedding_principle(data, activation):
     widths = tuple(draw(st.lists(st.integers(2, 5), min_size=3, max_size=3)))
     net = Network("cnn", widths, {"num_classes": 3, "n_conv": 2, "activation": activation,
                                   "gamma": 0.5})
-    seed = draw(st.integers(0, 2**16))
-    x = jnp.asarray(np.random.default_rng(seed).normal(size=(4, 8, 8, 3)), jnp.float32)
-    variables = randomize_batchnorm(random_variables(net.module().init, x, seed=seed),
-                                    np.random.default_rng(seed))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32)
+    variables = randomize_batchnorm(random_variables(net.module().init, x, seed=rng), rng)
     assert_embedding_roundtrip(net, variables, x, activation, draw)
 
 
@@ -113,10 +112,9 @@ def test_residual_cnn_embedding_principle(data, activation):
     widths = tuple(draw(st.lists(st.integers(2, 5), min_size=3, max_size=3)))  # stream, 2 blocks
     net = Network("residual_cnn", widths, {"num_classes": 3, "activation": activation,
                                            "gamma": 0.5})
-    seed = draw(st.integers(0, 2**16))
-    x = jnp.asarray(np.random.default_rng(seed).normal(size=(4, 6, 6, 3)), jnp.float32)
-    variables = randomize_batchnorm(random_variables(net.module().init, x, seed=seed),
-                                    np.random.default_rng(seed))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = jnp.asarray(rng.normal(size=(4, 6, 6, 3)), jnp.float32)
+    variables = randomize_batchnorm(random_variables(net.module().init, x, seed=rng), rng)
     assert_embedding_roundtrip(net, variables, x, activation, draw)
 
 
