@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condensation.archs.mobilenetv2 import DepthwiseConv3x3, default_widths, parse_widths
+from condensation.archs.mobilenetv2 import Conv1x1, DepthwiseConv3x3, default_widths, parse_widths
 from condensation.condense import (
     assign_groups,
     condense_variables,
@@ -117,6 +117,36 @@ def test_shifted_depthwise_equals_grouped_conv(stride, size):
     assert y.shape == (2, -(-size // stride), -(-size // stride), c)
     np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-5)
+
+
+def test_conv1x1_equals_flax_conv():
+    """Same parameter (name, shape and initial draws), outputs and gradients (kernel and input)
+    as ``nn.Conv(d, (1, 1), use_bias=False)``, which it replaces for speed; an nn.Conv to
+    whoever reads modules (compensation's consumers); anything but a plain 1x1 refused."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(3, 5, 4, 6)), jnp.float32)
+    ours = Conv1x1(7)
+    ref = nn.Conv(7, (1, 1), use_bias=False)
+    assert isinstance(ours, nn.Conv)
+    with pytest.raises(ValueError, match=r"plain 1x1 .*'strides': 2, 'padding': 1"):
+        Conv1x1(7, strides=2, padding=1).init(jax.random.key(0), x)
+    init_ours, init_ref = ours.init(jax.random.key(4), x), ref.init(jax.random.key(4), x)
+    assert jax.tree.structure(init_ours) == jax.tree.structure(init_ref)
+    np.testing.assert_array_equal(init_ours["params"]["kernel"], init_ref["params"]["kernel"])
+    kernel = jnp.asarray(rng.normal(size=(1, 1, 6, 7)), jnp.float32)
+
+    @jax.jit
+    def value_and_grads(k, x):
+        f = lambda m, k, x: m.apply({"params": {"kernel": k}}, x)
+        loss = lambda m, k, x: jnp.sum(jnp.sin(f(m, k, x)))
+        return (f(ours, k, x), f(ref, k, x),
+                jax.grad(loss, (1, 2))(ours, k, x), jax.grad(loss, (1, 2))(ref, k, x))
+
+    y, y_ref, g, g_ref = value_and_grads(kernel, x)
+    assert y.shape == (3, 5, 4, 7)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("tie_stream, activation, seed", [(True, "relu6", 1), (False, "gelu", 2)])
