@@ -1,12 +1,12 @@
 """Benchmarks: original against reduced networks, the surrogate against Cantera, one condensation
-pass, training throughput, the training loop under two mallocs. Benchmarks, not tests: every
-figure is the median of repeated warm runs (the first call, which compiles, is reported apart),
-all in one process (the malloc section: in child processes), and the runs of the functions
-compared alternate, so that a change of machine load hits them alike.
+pass, training throughput, the training loop's default path against the earlier ones.
+Benchmarks, not tests: every figure is the median of repeated warm runs (the first call, which
+compiles, is reported apart), all in one process (the malloc section: in child processes), and
+the runs of the functions compared alternate, so that a change of machine load hits them alike.
 
     python scripts/benchmark.py                        # 11 min on 2 CPU cores (227 s + malloc 425 s)
     python scripts/benchmark.py --quick --out /tmp/b   # a smoke run, mostly compiling: 1.7 min, and
-                                                       # malloc's 2 processes compile a MobileNetV2 each
+                                                       # malloc's 5 processes compile a MobileNetV2 each
     python scripts/benchmark.py --only inference cantera
 
 ``--combustion DIR`` (default results/combustion/surrogate) and ``--mobilenet DIR`` (default
@@ -31,10 +31,12 @@ results/benchmarks) one json per section, each with command, commit, machine, da
   forward, backward, optimizer; also by the 3 x forward convention), against a 2048x2048 f32
   matmul timed in the same runs.
 - malloc.json: MobileNetV2's training loop (host batches, on-device augmentation, as
-  experiments.run trains) in child processes under the system malloc and under a preloaded
-  tcmalloc (``--tcmalloc PATH``; skipped when it is not installed), taking turns: steps/s, minor
-  page faults per step, the system share of the CPU time, and whether the trained parameters
-  are bit-identical.
+  experiments.run trains) in child processes under the system malloc and under each faster one
+  installed (mimalloc; a preloaded tcmalloc with ``--tcmalloc PATH``), and, under the system
+  malloc and the default one, with the 1x1 convolutions computed as ``nn.Conv`` does (their
+  form before ``Conv1x1``), taking turns: steps/s, minor page faults per step, the system share
+  of the CPU time, whether the trained parameters are bit-identical across allocators, and how
+  far the two forms' trained parameters are apart.
 - discover.json: ``condensation.discover`` (``jax.make_jaxpr`` of the forward pass and the
   coupling analysis) of MobileNetV2 and of the residual CNN (the registered architectures' specs
   are discovered; tests/test_discover.py checks them against the specs once written by hand).
@@ -46,11 +48,13 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +100,8 @@ TRAIN = {  # batch size, optimizer and loss of each architecture's published tra
                     "cross_entropy"),
 }
 MATMUL = 2048
+CONV1X1 = ("dot", "convolution")  # MobileNetV2's 1x1 convolutions: Conv1x1, or as nn.Conv
+FEW_STEPS = 3  # the malloc section compares the 1x1 forms' parameters after this many steps
 PAPER_WIDTHS = (3200, 1600, 800, 400)
 
 
@@ -421,10 +427,26 @@ def training(args, budget: Budget) -> dict[str, Any]:
 
 # ---- malloc: the training loop under the system malloc and under tcmalloc ------------------
 
-def malloc_child(steps: int) -> dict[str, Any]:
+def conv1x1_as_convolution() -> None:
+    """Make MobileNetV2 compute its 1x1 convolutions as ``nn.Conv`` does (its form before
+    ``Conv1x1``, the same parameters): the loop's earlier path, for the malloc section."""
+    import flax.linen as nn
+
+    import condensation.archs.mobilenetv2 as mobilenetv2
+    mobilenetv2.Conv1x1 = lambda features, kernel_init, name: nn.Conv(
+        features, (1, 1), use_bias=False, kernel_init=kernel_init, name=name)
+
+
+def malloc_child(steps: int, conv1x1: str = "dot", params_out: Path | None = None) -> dict[str, Any]:
     """MobileNetV2's training loop as experiments.run runs it (host batches of 128, on-device
     crop + flip, SGD) on random CIFAR-shaped images: one epoch of ``steps`` to compile, one
-    timed. Runs in a child process, under whatever malloc it was started with."""
+    timed. Runs in a child process, under whatever malloc it was started with; ``conv1x1``
+    ``convolution``: the 1x1 convolutions as ``nn.Conv`` computes them. With ``params_out``, the
+    parameters after the first :data:`FEW_STEPS` steps (trained from a copy) go there (npz)."""
+    if conv1x1 not in CONV1X1:
+        raise ValueError(f"conv1x1 must be one of {CONV1X1}, got {conv1x1!r}")
+    if conv1x1 == "convolution":
+        conv1x1_as_convolution()
     net, variables = fresh_mobilenetv2()
     batch, opt, loss = TRAIN["mobilenetv2"]
     tx = make_optimizer(opt, steps_per_epoch=steps, epochs=2)
@@ -434,6 +456,11 @@ def malloc_child(steps: int) -> dict[str, Any]:
             rng.integers(0, 10, batch * steps).astype(np.int32))
     kw = {"module": net.module(), "tx": tx, "loss": loss, "batch_size": batch, "seed": 0,
           "augment": make_augment()}
+    if params_out is not None:  # the parameters after the first few steps, from a copy
+        few = min(FEW_STEPS, steps)
+        early, _ = train_epoch(jax.tree.map(jnp.copy, state),
+                               (data[0][:batch * few], data[1][:batch * few]), epoch=0, **kw)
+        np.savez(params_out, *[np.asarray(leaf) for leaf in jax.tree.leaves(early.params)])
     state, _ = train_epoch(state, data, epoch=0, **kw)
     r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     state, _ = train_epoch(state, data, epoch=1, **kw)
@@ -442,47 +469,72 @@ def malloc_child(steps: int) -> dict[str, Any]:
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(state.params):
         digest.update(np.asarray(leaf).tobytes())
-    return {"allocator": allocator(), "steps_per_s": steps / seconds,
+    return {"allocator": allocator(), "conv1x1": conv1x1, "steps_per_s": steps / seconds,
             "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
             "system_cpu_share": (r1.ru_stime - r0.ru_stime)
             / max(r1.ru_stime - r0.ru_stime + r1.ru_utime - r0.ru_utime, 1e-9),
             "params_sha256": digest.hexdigest()}
 
 
+def relative_difference(a: Path, b: Path) -> float:
+    """|a - b| / |b| of two npz files' arrays taken as one vector (Euclidean norms)."""
+    with np.load(a) as fa, np.load(b) as fb:
+        diff = sum(float(np.sum((fa[k].astype(np.float64) - fb[k]) ** 2)) for k in fb.files)
+        norm = sum(float(np.sum(fb[k].astype(np.float64) ** 2)) for k in fb.files)
+    return math.sqrt(diff / max(norm, 1e-300))
+
+
 def malloc(args, budget: Budget) -> dict[str, Any]:
     """The training loop under the system malloc and under every faster one installed (the
-    command line preloads the first of them: ``default``), taking turns, in child processes."""
+    command line preloads the first of them: ``default``), and under the system malloc and the
+    default one with the 1x1 convolutions computed as convolutions (the earlier paths), taking
+    turns, in child processes."""
     libs = {name: path for name, path in (("tcmalloc", args.tcmalloc), ("mimalloc", MIMALLOC))
             if path.is_file()}
     if not libs:
         return {"skipped": f"neither tcmalloc ({args.tcmalloc}: apt install libtcmalloc-minimal4) "
                            f"nor mimalloc ({MIMALLOC}: pip install cmeel-mimalloc) is installed"}
+    default = fast_malloc()
+    default_name = next((n for n, p in libs.items() if p == default), "system")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MIMALLOC_")}
     envs = {"system": env, **{name: preload_env(p, env) for name, p in libs.items()}}
     if "mimalloc" in libs:  # what its options (experiments.fastmalloc.OPTIONS) are worth
         envs["mimalloc, its defaults"] = {**env, "LD_PRELOAD": str(libs["mimalloc"])}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child", str(budget.malloc_steps)]
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
-    for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
-        for name, e in envs.items():
-            out = subprocess.run(cmd, env=e, capture_output=True, text=True, check=True).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1]))
-    rows = {name: {"allocator": rs[0]["allocator"],
+    paths = {name: (e, "dot") for name, e in envs.items()}
+    for name in dict.fromkeys(("system", default_name)):
+        paths[f"{name}, 1x1 as convolution"] = (envs[name], "convolution")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = {name: Path(tmp) / f"{i}.npz" for i, name in enumerate(paths)}
+        for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
+            for name, (e, form) in paths.items():
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child",
+                       str(budget.malloc_steps), "--conv1x1", form, "--params-out", str(saved[name])]
+                out = subprocess.run(cmd, env=e, capture_output=True, text=True, check=True).stdout
+                runs[name].append(json.loads(out.strip().splitlines()[-1]))
+        before = "system, 1x1 as convolution"
+        difference = relative_difference(saved[default_name], saved[before])
+    rows = {name: {"allocator": rs[0]["allocator"], "conv1x1": rs[0]["conv1x1"],
                    **{k: sig(statistics.median(r[k] for r in rs))
                       for k in ("steps_per_s", "minor_faults_per_step", "system_cpu_share")},
                    "runs_steps_per_s": [sig(r["steps_per_s"]) for r in rs]} for name, rs in runs.items()}
-    hashes = {r["params_sha256"] for rs in runs.values() for r in rs}
-    default = fast_malloc()
+    identical = {form: len({r["params_sha256"] for name, rs in runs.items() for r in rs
+                            if paths[name][1] == form}) == 1 for form in CONV1X1}
     return {"setting": f"MobileNetV2 training loop (train_epoch, batch {TRAIN['mobilenetv2'][0]}, crop + "
                        f"flip on device), {budget.malloc_steps} timed steps per child process after "
-                       "an epoch that compiles; the allocators' processes take turns",
+                       "an epoch that compiles; the paths' processes take turns",
             "libraries": {name: str(p) for name, p in libs.items()}, "allocators": rows,
             "speedup": {name: sig(rows[name]["steps_per_s"] / rows["system"]["steps_per_s"])
-                        for name in envs if name != "system"},
+                        for name in paths if name != "system"},
+            "speedup_over_before": {name: sig(rows[name]["steps_per_s"] / rows[before]["steps_per_s"])
+                                    for name in paths if name != before},
             "options": {name: {k: v for k, v in e.items() if k.startswith(("MIMALLOC_", "TCMALLOC_"))}
-                        for name, e in envs.items()},
-            "default": next((n for n, p in libs.items() if p == default), "system"),
-            "params_identical": len(hashes) == 1}
+                        for name, (e, _) in paths.items()},
+            "default": default_name,
+            "params_identical": identical["dot"] and identical["convolution"],
+            "params_identical_per_form": identical,
+            "few_steps": min(FEW_STEPS, budget.malloc_steps),
+            "conv1x1_relative_difference": sig(difference)}
 
 
 def discover(args, budget: Budget) -> dict[str, Any]:
@@ -579,17 +631,33 @@ def training_md(d: dict[str, Any]) -> list[str]:
 def malloc_md(d: dict[str, Any]) -> list[str]:
     if "skipped" in d:
         return [f"Skipped: {d['skipped']}.", ""]
+    before = "system, 1x1 as convolution"
     lines = [f"{d['setting']}:", ""]
-    lines += table(["malloc", "steps/s", "minor page faults / step", "system CPU share"],
-                   [[name, f"{r['steps_per_s']:.2f}", f"{r['minor_faults_per_step']:,.0f}",
-                     f"{r['system_cpu_share']:.0%}"] for name, r in d["allocators"].items()])
+    lines += table(["path", "steps/s", f"vs {before}",
+                    "minor page faults / step", "system CPU share"],
+                   [[name + (" (the default)" if name == d["default"] else ""),
+                     f"{r['steps_per_s']:.2f}",
+                     f"{d['speedup_over_before'].get(name, 1.0):.3g}x",
+                     f"{r['minor_faults_per_step']:,.0f}", f"{r['system_cpu_share']:.0%}"]
+                    for name, r in d["allocators"].items()])
+
     def options(name):
         return " ".join(f"{k}={v}" for k, v in d.get("options", {}).get(name, {}).items()) or "no options"
 
-    fast = "; ".join(f"{name} ({options(name)}) is {x:.3g}x as fast" for name, x in d["speedup"].items())
-    return lines + [f"{fast}; `python -m experiments.run` preloads {d['default']} here. The trained "
-                    f"parameters are {'bit-identical' if d['params_identical'] else 'NOT identical'} "
-                    "in every process.", ""]
+    libs = [n for n in d["allocators"] if n != "system" and "1x1" not in n]
+    fast = "; ".join(f"{name}: {options(name)}" for name in libs)
+    out = [f"The allocators' options: {fast}. `python -m experiments.run` preloads {d['default']} here."]
+    same = d["params_identical_per_form"]
+    out.append(
+        "MobileNetV2 computes its 1x1 convolutions as matrix products (`Conv1x1`); \"1x1 as "
+        "convolution\" is the `nn.Conv` form it had before (same parameters). The trained "
+        f"parameters are {'bit-identical' if same['dot'] else 'NOT identical'} across the "
+        f"allocators with either form ({'bit-identical' if same['convolution'] else 'NOT identical'}"
+        " among the convolution-form processes). After the first "
+        f"{d['few_steps']} steps the two forms' parameters differ by "
+        f"{d['conv1x1_relative_difference']:.2g} of their norm (the default path against "
+        f"{before}: float rounding).")
+    return lines + [" ".join(out), ""]
 
 
 def discover_md(d: dict[str, Any]) -> list[str]:
@@ -604,7 +672,7 @@ MARKDOWN = {"inference": inference_md, "cantera": cantera_md, "condense": conden
             "training": training_md, "malloc": malloc_md, "discover": discover_md}
 TITLES = {"inference": "Inference: original against reduced", "condense": "One condensation pass",
           "cantera": "Combustion: surrogate against Cantera", "training": "Training throughput",
-          "malloc": "Training loop: the system malloc against the faster ones installed",
+          "malloc": "Training loop: the default path against the earlier ones (malloc, 1x1 convolutions)",
           "discover": "Discovering the coupling of a model from its trace"}
 
 
@@ -641,6 +709,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--mobilenet", type=Path, default=ROOT / "results/cifar10/networks")
     ap.add_argument("--tcmalloc", type=Path, default=TCMALLOC, help=f"the library (default {TCMALLOC})")
     ap.add_argument("--malloc-child", type=int, metavar="STEPS", help=argparse.SUPPRESS)
+    ap.add_argument("--conv1x1", choices=CONV1X1, default="dot", help=argparse.SUPPRESS)
+    ap.add_argument("--params-out", type=Path, default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -648,7 +718,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.malloc_child:  # one process of the malloc section: its result as the last line
-        print(json.dumps(malloc_child(args.malloc_child)))
+        print(json.dumps(malloc_child(args.malloc_child, args.conv1x1, args.params_out)))
         return
     budget = QUICK if args.quick else FULL
     commit = git_commit()  # before the first json written here changes the tree

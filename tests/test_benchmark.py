@@ -148,24 +148,38 @@ def check_malloc(d: dict) -> None:
     if "skipped" in d:
         assert "tcmalloc" in d["skipped"] and "mimalloc" in d["skipped"]
         return
-    # each library as preloaded by default, and mimalloc also with its own defaults
-    expected = {"system": "system", **{name: name for name in d["libraries"]}}
+    # each library as preloaded by default, mimalloc also with its own defaults, and the system
+    # malloc and the default one with MobileNetV2's 1x1 convolutions in their earlier form
+    expected = {"system": ("system", "dot"), **{name: (name, "dot") for name in d["libraries"]}}
     if "mimalloc" in d["libraries"]:
-        expected["mimalloc, its defaults"] = "mimalloc"
-    assert {k: r["allocator"] for k, r in d["allocators"].items()} == expected
+        expected["mimalloc, its defaults"] = ("mimalloc", "dot")
+    for name in ("system", d["default"]):
+        expected[f"{name}, 1x1 as convolution"] = (name, "convolution")
+    assert {k: (r["allocator"], r["conv1x1"]) for k, r in d["allocators"].items()} == expected
     assert all(r["steps_per_s"] > 0 for r in d["allocators"].values())
     assert set(d["speedup"]) == set(expected) - {"system"} and all(x > 0 for x in d["speedup"].values())
+    assert set(d["speedup_over_before"]) == set(expected) - {"system, 1x1 as convolution"}
     assert d["default"] in d["libraries"]
-    assert d["params_identical"] is True  # the allocator must not change what is trained
+    # the allocator must not change what is trained; the 1x1 form only by float rounding
+    assert d["params_identical"] is True
+    assert d["few_steps"] >= 1 and 0 <= d["conv1x1_relative_difference"] < 1e-4
 
 
-def test_malloc_child_trains_and_reports(benchmark, monkeypatch):
+def test_malloc_child_trains_and_reports(benchmark, monkeypatch, tmp_path):
+    import condensation.archs.mobilenetv2 as mobilenetv2
     monkeypatch.setattr(benchmark, "fresh_mobilenetv2", lambda: tiny_mobilenet(default_widths(TINY_STAGES)))
     monkeypatch.setitem(benchmark.TRAIN, "mobilenetv2", (4, *benchmark.TRAIN["mobilenetv2"][1:]))
-    a, b = benchmark.malloc_child(3), benchmark.malloc_child(3)
+    dot_form = mobilenetv2.Conv1x1
+    monkeypatch.setattr(mobilenetv2, "Conv1x1", dot_form)  # put back after the test
+    a, b = benchmark.malloc_child(3, params_out=tmp_path / "a.npz"), benchmark.malloc_child(3)
     assert a["allocator"] in ("system", "tcmalloc", "mimalloc") and a["steps_per_s"] > 0
     assert a["minor_faults_per_step"] >= 0 and 0 <= a["system_cpu_share"] <= 1
     assert a["params_sha256"] == b["params_sha256"]  # same seed, same training
+    c = benchmark.malloc_child(3, "convolution", params_out=tmp_path / "c.npz")
+    assert c["conv1x1"] == "convolution" and mobilenetv2.Conv1x1 is not dot_form
+    assert benchmark.relative_difference(tmp_path / "c.npz", tmp_path / "a.npz") < 1e-5
+    with pytest.raises(ValueError, match="conv1x1 must be one of"):
+        benchmark.malloc_child(3, "winograd")
 
 
 def test_malloc_without_a_faster_malloc_is_skipped_with_the_reason(benchmark, tmp_path, monkeypatch):
