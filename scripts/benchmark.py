@@ -45,6 +45,7 @@ results/benchmarks) one json per section, each with command, commit, machine, da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -54,9 +55,8 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,7 +85,14 @@ from condensation.network import (
 from condensation.provenance import allocator, git_commit, machine
 from condensation.saved import load_network
 from condensation.tasks.cifar10 import make_augment
-from condensation.train import OptimConfig, create_train_state, make_optimizer, train_epoch, train_step
+from condensation.train import (
+    OptimConfig,
+    create_train_state,
+    loss_fn,
+    make_optimizer,
+    train_epoch,
+    train_step,
+)
 from experiments.fastmalloc import MIMALLOC, TCMALLOC, fast_malloc, preload_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +108,6 @@ TRAIN = {  # batch size, optimizer and loss of each architecture's published tra
 }
 MATMUL = 2048
 CONV1X1 = ("dot", "convolution")  # MobileNetV2's 1x1 convolutions: Conv1x1, or as nn.Conv
-FEW_STEPS = 3  # the malloc section compares the 1x1 forms' parameters after this many steps
 PAPER_WIDTHS = (3200, 1600, 800, 400)
 
 
@@ -427,45 +433,48 @@ def training(args, budget: Budget) -> dict[str, Any]:
 
 # ---- malloc: the training loop under the system malloc and under tcmalloc ------------------
 
-def conv1x1_as_convolution() -> None:
-    """Make MobileNetV2 compute its 1x1 convolutions as ``nn.Conv`` does (its form before
-    ``Conv1x1``, the same parameters): the loop's earlier path, for the malloc section."""
+@contextlib.contextmanager
+def conv1x1_as_convolution() -> Iterator[None]:
+    """Inside: MobileNetV2 computes its 1x1 convolutions as ``nn.Conv`` does (their form before
+    ``Conv1x1``, the same parameters), the earlier path of the malloc section."""
     import flax.linen as nn
 
     import condensation.archs.mobilenetv2 as mobilenetv2
+    dot = mobilenetv2.Conv1x1
     mobilenetv2.Conv1x1 = lambda features, kernel_init, name: nn.Conv(
         features, (1, 1), use_bias=False, kernel_init=kernel_init, name=name)
+    try:
+        yield
+    finally:
+        mobilenetv2.Conv1x1 = dot
 
 
-def malloc_child(steps: int, conv1x1: str = "dot", params_out: Path | None = None) -> dict[str, Any]:
+def conv1x1_form(conv1x1: str):
+    if conv1x1 not in CONV1X1:
+        raise ValueError(f"conv1x1 must be one of {CONV1X1}, got {conv1x1!r}")
+    return conv1x1_as_convolution() if conv1x1 == "convolution" else contextlib.nullcontext()
+
+
+def malloc_child(steps: int, conv1x1: str = "dot") -> dict[str, Any]:
     """MobileNetV2's training loop as experiments.run runs it (host batches of 128, on-device
     crop + flip, SGD) on random CIFAR-shaped images: one epoch of ``steps`` to compile, one
     timed. Runs in a child process, under whatever malloc it was started with; ``conv1x1``
-    ``convolution``: the 1x1 convolutions as ``nn.Conv`` computes them. With ``params_out``, the
-    parameters after the first :data:`FEW_STEPS` steps (trained from a copy) go there (npz)."""
-    if conv1x1 not in CONV1X1:
-        raise ValueError(f"conv1x1 must be one of {CONV1X1}, got {conv1x1!r}")
-    if conv1x1 == "convolution":
-        conv1x1_as_convolution()
-    net, variables = fresh_mobilenetv2()
-    batch, opt, loss = TRAIN["mobilenetv2"]
-    tx = make_optimizer(opt, steps_per_epoch=steps, epochs=2)
-    state = create_train_state(variables, tx, jax.random.key(1))
-    rng = np.random.default_rng(0)
-    data = (rng.normal(size=(batch * steps, *CIFAR_SHAPE)).astype(np.float32),
-            rng.integers(0, 10, batch * steps).astype(np.int32))
-    kw = {"module": net.module(), "tx": tx, "loss": loss, "batch_size": batch, "seed": 0,
-          "augment": make_augment()}
-    if params_out is not None:  # the parameters after the first few steps, from a copy
-        few = min(FEW_STEPS, steps)
-        early, _ = train_epoch(jax.tree.map(jnp.copy, state),
-                               (data[0][:batch * few], data[1][:batch * few]), epoch=0, **kw)
-        np.savez(params_out, *[np.asarray(leaf) for leaf in jax.tree.leaves(early.params)])
-    state, _ = train_epoch(state, data, epoch=0, **kw)
-    r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    state, _ = train_epoch(state, data, epoch=1, **kw)
-    seconds = time.perf_counter() - t
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    ``convolution``: the 1x1 convolutions as ``nn.Conv`` computes them."""
+    with conv1x1_form(conv1x1):
+        net, variables = fresh_mobilenetv2()
+        batch, opt, loss = TRAIN["mobilenetv2"]
+        tx = make_optimizer(opt, steps_per_epoch=steps, epochs=2)
+        state = create_train_state(variables, tx, jax.random.key(1))
+        rng = np.random.default_rng(0)
+        data = (rng.normal(size=(batch * steps, *CIFAR_SHAPE)).astype(np.float32),
+                rng.integers(0, 10, batch * steps).astype(np.int32))
+        kw = {"module": net.module(), "tx": tx, "loss": loss, "batch_size": batch, "seed": 0,
+              "augment": make_augment()}
+        state, _ = train_epoch(state, data, epoch=0, **kw)
+        r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        state, _ = train_epoch(state, data, epoch=1, **kw)
+        seconds = time.perf_counter() - t
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(state.params):
         digest.update(np.asarray(leaf).tobytes())
@@ -476,12 +485,35 @@ def malloc_child(steps: int, conv1x1: str = "dot", params_out: Path | None = Non
             "params_sha256": digest.hexdigest()}
 
 
-def relative_difference(a: Path, b: Path) -> float:
-    """|a - b| / |b| of two npz files' arrays taken as one vector (Euclidean norms)."""
-    with np.load(a) as fa, np.load(b) as fb:
-        diff = sum(float(np.sum((fa[k].astype(np.float64) - fb[k]) ** 2)) for k in fb.files)
-        norm = sum(float(np.sum(fb[k].astype(np.float64) ** 2)) for k in fb.files)
-    return math.sqrt(diff / max(norm, 1e-300))
+def gradient_agreement() -> dict[str, float]:
+    """MobileNetV2's loss gradient (train mode, fresh initialization, one batch of random
+    images) by each 1x1 form in float32 against the same gradient in float64: relative
+    differences over all parameters (Euclidean norms). Rounding, when each form is as far from
+    float64 as the forms are from each other."""
+    net, variables = fresh_mobilenetv2()
+    batch, _, loss = TRAIN["mobilenetv2"]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(batch, *CIFAR_SHAPE)), rng.integers(0, 10, batch)
+
+    def gradient(dtype) -> list[np.ndarray]:
+        v = jax.tree.map(lambda a: jnp.asarray(a, dtype), variables)
+
+        def objective(params):
+            out, _ = net.module().apply({**v, "params": params}, jnp.asarray(x, dtype), train=True,
+                                        mutable=["batch_stats"])
+            return loss_fn(loss, out, jnp.asarray(y)).mean()
+        return [np.asarray(g, np.float64) for g in jax.tree.leaves(jax.jit(jax.grad(objective))(v["params"]))]
+
+    def rel(a, b):
+        return math.sqrt(sum(float(np.sum((u - w) ** 2)) for u, w in zip(a, b, strict=True))
+                         / max(sum(float(np.sum(w ** 2)) for w in b), 1e-300))
+
+    with jax.enable_x64(True):
+        exact, dot = gradient(jnp.float64), gradient(jnp.float32)
+        with conv1x1_as_convolution():
+            conv = gradient(jnp.float32)
+    return {"dot_vs_float64": sig(rel(dot, exact)), "convolution_vs_float64": sig(rel(conv, exact)),
+            "dot_vs_convolution": sig(rel(dot, conv))}
 
 
 def malloc(args, budget: Budget) -> dict[str, Any]:
@@ -504,16 +536,13 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
     for name in dict.fromkeys(("system", default_name)):
         paths[f"{name}, 1x1 as convolution"] = (envs[name], "convolution")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
-    with tempfile.TemporaryDirectory() as tmp:
-        saved = {name: Path(tmp) / f"{i}.npz" for i, name in enumerate(paths)}
-        for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
-            for name, (e, form) in paths.items():
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child",
-                       str(budget.malloc_steps), "--conv1x1", form, "--params-out", str(saved[name])]
-                out = subprocess.run(cmd, env=e, capture_output=True, text=True, check=True).stdout
-                runs[name].append(json.loads(out.strip().splitlines()[-1]))
-        before = "system, 1x1 as convolution"
-        difference = relative_difference(saved[default_name], saved[before])
+    for _ in tqdm(range(budget.malloc_repeats), desc="malloc", leave=False):
+        for name, (e, form) in paths.items():
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--malloc-child",
+                   str(budget.malloc_steps), "--conv1x1", form]
+            out = subprocess.run(cmd, env=e, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    before = "system, 1x1 as convolution"
     rows = {name: {"allocator": rs[0]["allocator"], "conv1x1": rs[0]["conv1x1"],
                    **{k: sig(statistics.median(r[k] for r in rs))
                       for k in ("steps_per_s", "minor_faults_per_step", "system_cpu_share")},
@@ -533,8 +562,7 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
             "default": default_name,
             "params_identical": identical["dot"] and identical["convolution"],
             "params_identical_per_form": identical,
-            "few_steps": min(FEW_STEPS, budget.malloc_steps),
-            "conv1x1_relative_difference": sig(difference)}
+            "gradient_agreement": gradient_agreement()}
 
 
 def discover(args, budget: Budget) -> dict[str, Any]:
@@ -647,16 +675,16 @@ def malloc_md(d: dict[str, Any]) -> list[str]:
     libs = [n for n in d["allocators"] if n != "system" and "1x1" not in n]
     fast = "; ".join(f"{name}: {options(name)}" for name in libs)
     out = [f"The allocators' options: {fast}. `python -m experiments.run` preloads {d['default']} here."]
-    same = d["params_identical_per_form"]
+    same, g = d["params_identical_per_form"], d["gradient_agreement"]
     out.append(
         "MobileNetV2 computes its 1x1 convolutions as matrix products (`Conv1x1`); \"1x1 as "
         "convolution\" is the `nn.Conv` form it had before (same parameters). The trained "
         f"parameters are {'bit-identical' if same['dot'] else 'NOT identical'} across the "
         f"allocators with either form ({'bit-identical' if same['convolution'] else 'NOT identical'}"
-        " among the convolution-form processes). After the first "
-        f"{d['few_steps']} steps the two forms' parameters differ by "
-        f"{d['conv1x1_relative_difference']:.2g} of their norm (the default path against "
-        f"{before}: float rounding).")
+        " among the convolution-form processes). The two forms agree to float rounding: their "
+        "loss gradients (fresh network, one batch) differ from the float64 gradient by "
+        f"{g['dot_vs_float64']:.2g} (matrix products) and {g['convolution_vs_float64']:.2g} "
+        f"(convolutions) of its norm, and from each other by {g['dot_vs_convolution']:.2g}.")
     return lines + [" ".join(out), ""]
 
 
@@ -710,7 +738,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tcmalloc", type=Path, default=TCMALLOC, help=f"the library (default {TCMALLOC})")
     ap.add_argument("--malloc-child", type=int, metavar="STEPS", help=argparse.SUPPRESS)
     ap.add_argument("--conv1x1", choices=CONV1X1, default="dot", help=argparse.SUPPRESS)
-    ap.add_argument("--params-out", type=Path, default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -718,7 +745,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.malloc_child:  # one process of the malloc section: its result as the last line
-        print(json.dumps(malloc_child(args.malloc_child, args.conv1x1, args.params_out)))
+        print(json.dumps(malloc_child(args.malloc_child, args.conv1x1)))
         return
     budget = QUICK if args.quick else FULL
     commit = git_commit()  # before the first json written here changes the tree

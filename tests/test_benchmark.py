@@ -162,24 +162,27 @@ def check_malloc(d: dict) -> None:
     assert d["default"] in d["libraries"]
     # the allocator must not change what is trained; the 1x1 form only by float rounding
     assert d["params_identical"] is True
-    assert d["few_steps"] >= 1 and 0 <= d["conv1x1_relative_difference"] < 1e-4
+    g = d["gradient_agreement"]  # the forms as close to each other as float32 is to float64
+    assert g["dot_vs_convolution"] <= 3 * max(g["dot_vs_float64"], g["convolution_vs_float64"]) + 1e-12
+    assert 0 < g["dot_vs_float64"] < 0.05 and 0 < g["convolution_vs_float64"] < 0.05
 
 
-def test_malloc_child_trains_and_reports(benchmark, monkeypatch, tmp_path):
+def test_malloc_child_trains_and_reports(benchmark, monkeypatch):
     import condensation.archs.mobilenetv2 as mobilenetv2
     monkeypatch.setattr(benchmark, "fresh_mobilenetv2", lambda: tiny_mobilenet(default_widths(TINY_STAGES)))
     monkeypatch.setitem(benchmark.TRAIN, "mobilenetv2", (4, *benchmark.TRAIN["mobilenetv2"][1:]))
     dot_form = mobilenetv2.Conv1x1
-    monkeypatch.setattr(mobilenetv2, "Conv1x1", dot_form)  # put back after the test
-    a, b = benchmark.malloc_child(3, params_out=tmp_path / "a.npz"), benchmark.malloc_child(3)
+    a = benchmark.malloc_child(3)
     assert a["allocator"] in ("system", "tcmalloc", "mimalloc") and a["steps_per_s"] > 0
     assert a["minor_faults_per_step"] >= 0 and 0 <= a["system_cpu_share"] <= 1
-    assert a["params_sha256"] == b["params_sha256"]  # same seed, same training
-    c = benchmark.malloc_child(3, "convolution", params_out=tmp_path / "c.npz")
-    assert c["conv1x1"] == "convolution" and mobilenetv2.Conv1x1 is not dot_form
-    assert benchmark.relative_difference(tmp_path / "c.npz", tmp_path / "a.npz") < 1e-5
+    assert len(a["params_sha256"]) == 64  # the same in every process: the full runs' check
     with pytest.raises(ValueError, match="conv1x1 must be one of"):
         benchmark.malloc_child(3, "winograd")
+    # the 1x1 forms (the convolution form patched in and put back) against float64
+    g = benchmark.gradient_agreement()
+    assert mobilenetv2.Conv1x1 is dot_form and not jax.config.jax_enable_x64
+    assert 0 < g["dot_vs_float64"] < 1e-3 and 0 < g["convolution_vs_float64"] < 1e-3
+    assert 0 < g["dot_vs_convolution"] < 1e-3
 
 
 def test_malloc_without_a_faster_malloc_is_skipped_with_the_reason(benchmark, tmp_path, monkeypatch):
