@@ -95,9 +95,10 @@ def test_widths_are_checked():
         net.spec()
 
 
-@pytest.mark.parametrize("stride, size", [(1, 7), (2, 7), (2, 8)])
+@pytest.mark.parametrize("stride, size", [(1, 7), (2, 7), (2, 8), (1, 1), (2, 2), (2, 1)])
 def test_shifted_depthwise_equals_grouped_conv(stride, size):
-    """Same kernel layout, same outputs and gradients as XLA's grouped convolution."""
+    """Same kernel layout, same outputs and gradients (its own gradient rule) as XLA's grouped
+    convolution, odd and even sizes, down to 1x1."""
     c = 5
     rng = np.random.default_rng(size + stride)
     x = jnp.asarray(rng.normal(size=(2, size, size, c)), jnp.float32)
@@ -108,15 +109,17 @@ def test_shifted_depthwise_equals_grouped_conv(stride, size):
     assert jax.eval_shape(ours.init, jax.random.key(0), x)["params"]["kernel"].shape == kernel.shape
 
     @jax.jit
-    def value_and_grad(k):
-        f = lambda m, k: m.apply({"params": {"kernel": k}}, x)
-        loss = lambda m, k: jnp.sum(jnp.sin(f(m, k)))
-        return f(ours, k), f(ref, k), jax.grad(loss, 1)(ours, k), jax.grad(loss, 1)(ref, k)
+    def value_and_grads(k, x):
+        f = lambda m, k, x: m.apply({"params": {"kernel": k}}, x)
+        loss = lambda m, k, x: jnp.sum(jnp.sin(f(m, k, x)))
+        return (f(ours, k, x), f(ref, k, x),
+                jax.grad(loss, (1, 2))(ours, k, x), jax.grad(loss, (1, 2))(ref, k, x))
 
-    y, y_ref, g, g_ref = value_and_grad(kernel)
+    y, y_ref, g, g_ref = value_and_grads(kernel, x)
     assert y.shape == (2, -(-size // stride), -(-size // stride), c)
     np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-5)
+    for ours_g, ref_g in zip(g, g_ref, strict=True):  # the kernel's and the input's
+        np.testing.assert_allclose(ours_g, ref_g, atol=1e-4, rtol=1e-5)
 
 
 def test_conv1x1_equals_flax_conv():

@@ -32,6 +32,7 @@ Depthwise convolution is :class:`DepthwiseConv3x3`, nine shifted multiply-adds w
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,13 +60,64 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
 
+def _shifted_taps(xp: jax.Array, s: int, ho: int, wo: int):
+    """The nine views of a padded [N, H+2, W+2, C] that tap (i, j) of a stride-``s`` 3x3 window
+    reads, each [N, ho, wo, C]."""
+    for i in range(3):
+        for j in range(3):
+            yield i, j, xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise3x3(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """x [N, H, W, C], kernel [3, 3, 1, C] -> [N, ceil(H / stride), ceil(W / stride), C]: the
+    depthwise 3x3 convolution with padding 1, as nine shifted multiply-adds. Its gradient rule
+    computes the same derivatives as differentiating this function, in the form XLA's CPU backend
+    runs fastest: the input's as one more shifted multiply-add (of the cotangent, spread by the
+    stride and padded, with the kernel flipped), the kernel's as one reduction per tap."""
+    _, h, w, _ = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = None
+    for i, j, tap in _shifted_taps(xp, stride, ho, wo):
+        out = tap * kernel[i, j, 0] if out is None else out + tap * kernel[i, j, 0]
+    return out
+
+
+def _depthwise3x3_fwd(x, kernel, stride):
+    return depthwise3x3(x, kernel, stride), (x, kernel)
+
+
+def _depthwise3x3_bwd(stride, residuals, g):
+    x, kernel = residuals
+    _, h, w, c = x.shape
+    ho, wo = g.shape[1:3]
+    # g spread to the stride (s - 1 zeros between entries) and padded so that input row r
+    # receives sum_i g[(r + 1 - i) / s] * k[i]: the correlation with the flipped kernel
+    zero = jnp.zeros((), g.dtype)
+    gp = jax.lax.pad(g, zero, ((0, 0, 0), (1, h - stride * (ho - 1), stride - 1),
+                               (1, w - stride * (wo - 1), stride - 1), (0, 0, 0)))
+    dx = None
+    for i in range(3):
+        for j in range(3):
+            tap = gp[:, 2 - i:2 - i + h, 2 - j:2 - j + w, :] * kernel[i, j, 0]
+            dx = tap if dx is None else dx + tap
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    dk = jnp.stack([jnp.sum(tap * g, axis=(0, 1, 2)) for _, _, tap in _shifted_taps(xp, stride, ho, wo)])
+    return dx, dk.reshape(3, 3, 1, c).astype(kernel.dtype)
+
+
+depthwise3x3.defvjp(_depthwise3x3_fwd, _depthwise3x3_bwd)
+
+
 class DepthwiseConv3x3(nn.Module):
     """Depthwise 3x3 convolution, padding 1, no bias: x [N, H, W, C] -> [N, H', W', C].
 
     H' = ceil(H / stride). The param ``kernel`` [3, 3, 1, C] is the one
     ``nn.Conv(C, (3, 3), strides=stride, padding=1, feature_group_count=C, use_bias=False)``
     would hold, and the output is the same; computed as nine strided slices of the padded input
-    times one kernel tap each, which XLA runs several times faster on CPU than a grouped conv.
+    times one kernel tap each, which XLA runs several times faster on CPU than a grouped conv,
+    with its own gradient rule (:func:`depthwise3x3`).
     """
 
     stride: int = 1
@@ -75,18 +127,8 @@ class DepthwiseConv3x3(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.stride not in (1, 2):
             raise ValueError(f"DepthwiseConv3x3 supports stride 1 or 2, got {self.stride}")
-        c = x.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (3, 3, 1, c))
-        s = self.stride
-        _, h, w, _ = x.shape
-        ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        out = None
-        for i in range(3):
-            for j in range(3):
-                tap = xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :] * kernel[i, j, 0]
-                out = tap if out is None else out + tap
-        return out
+        kernel = self.param("kernel", self.kernel_init, (3, 3, 1, x.shape[-1]))
+        return depthwise3x3(x, kernel, self.stride)
 
 
 class Conv1x1(nn.Conv):
