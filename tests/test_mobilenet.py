@@ -95,6 +95,23 @@ def test_widths_are_checked():
         net.spec()
 
 
+def assert_same_function(ours, ref, kernel, x, grad_atol):
+    """The two one-kernel modules give the same outputs and gradients (kernel's and input's)
+    of a nonlinear loss; returns our output."""
+    @jax.jit
+    def value_and_grads(k, x):
+        f = lambda m, k, x: m.apply({"params": {"kernel": k}}, x)
+        loss = lambda m, k, x: jnp.sum(jnp.sin(f(m, k, x)))
+        return (f(ours, k, x), f(ref, k, x),
+                jax.grad(loss, (1, 2))(ours, k, x), jax.grad(loss, (1, 2))(ref, k, x))
+
+    y, y_ref, g, g_ref = value_and_grads(kernel, x)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+    for ours_g, ref_g in zip(g, g_ref, strict=True):
+        np.testing.assert_allclose(ours_g, ref_g, atol=grad_atol, rtol=1e-5)
+    return y
+
+
 @pytest.mark.parametrize("stride, size", [(1, 7), (2, 7), (2, 8), (1, 1), (2, 2), (2, 1)])
 def test_shifted_depthwise_equals_grouped_conv(stride, size):
     """Same kernel layout, same outputs and gradients (its own gradient rule) as XLA's grouped
@@ -108,18 +125,8 @@ def test_shifted_depthwise_equals_grouped_conv(stride, size):
     assert jax.eval_shape(ref.init, jax.random.key(0), x)["params"]["kernel"].shape == kernel.shape
     assert jax.eval_shape(ours.init, jax.random.key(0), x)["params"]["kernel"].shape == kernel.shape
 
-    @jax.jit
-    def value_and_grads(k, x):
-        f = lambda m, k, x: m.apply({"params": {"kernel": k}}, x)
-        loss = lambda m, k, x: jnp.sum(jnp.sin(f(m, k, x)))
-        return (f(ours, k, x), f(ref, k, x),
-                jax.grad(loss, (1, 2))(ours, k, x), jax.grad(loss, (1, 2))(ref, k, x))
-
-    y, y_ref, g, g_ref = value_and_grads(kernel, x)
+    y = assert_same_function(ours, ref, kernel, x, grad_atol=1e-4)
     assert y.shape == (2, -(-size // stride), -(-size // stride), c)
-    np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
-    for ours_g, ref_g in zip(g, g_ref, strict=True):  # the kernel's and the input's
-        np.testing.assert_allclose(ours_g, ref_g, atol=1e-4, rtol=1e-5)
 
 
 def test_conv1x1_equals_flax_conv():
@@ -138,18 +145,8 @@ def test_conv1x1_equals_flax_conv():
     np.testing.assert_array_equal(init_ours["params"]["kernel"], init_ref["params"]["kernel"])
     kernel = jnp.asarray(rng.normal(size=(1, 1, 6, 7)), jnp.float32)
 
-    @jax.jit
-    def value_and_grads(k, x):
-        f = lambda m, k, x: m.apply({"params": {"kernel": k}}, x)
-        loss = lambda m, k, x: jnp.sum(jnp.sin(f(m, k, x)))
-        return (f(ours, k, x), f(ref, k, x),
-                jax.grad(loss, (1, 2))(ours, k, x), jax.grad(loss, (1, 2))(ref, k, x))
-
-    y, y_ref, g, g_ref = value_and_grads(kernel, x)
+    y = assert_same_function(ours, ref, kernel, x, grad_atol=1e-5)
     assert y.shape == (3, 5, 4, 7)
-    np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
-    for a, b in zip(g, g_ref, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("tie_stream, activation, seed", [(True, "relu6", 1), (False, "gelu", 2)])
