@@ -35,8 +35,8 @@ results/benchmarks) one json per section, each with command, commit, machine, da
   installed (mimalloc; a preloaded tcmalloc with ``--tcmalloc PATH``), and, under the system
   malloc and the default one, with the 1x1 convolutions computed as ``nn.Conv`` does (their
   form before ``Conv1x1``), taking turns: steps/s, minor page faults per step, the system share
-  of the CPU time, whether the trained parameters are bit-identical across allocators, and how
-  far the two forms' trained parameters are apart.
+  of the CPU time, whether the trained parameters are bit-identical across allocators, and each
+  form's loss gradient against float64 (:func:`gradient_agreement`).
 - discover.json: ``condensation.discover`` (``jax.make_jaxpr`` of the forward pass and the
   coupling analysis) of MobileNetV2 and of the residual CNN (the registered architectures' specs
   are discovered; tests/test_discover.py checks them against the specs once written by hand).
@@ -108,6 +108,7 @@ TRAIN = {  # batch size, optimizer and loss of each architecture's published tra
 }
 MATMUL = 2048
 CONV1X1 = ("dot", "convolution")  # MobileNetV2's 1x1 convolutions: Conv1x1, or as nn.Conv
+BEFORE = "system, 1x1 as convolution"  # the malloc section's yardstick path
 PAPER_WIDTHS = (3200, 1600, 800, 400)
 
 
@@ -431,7 +432,7 @@ def training(args, budget: Budget) -> dict[str, Any]:
             "missing_pairs": notes}
 
 
-# ---- malloc: the training loop under the system malloc and under tcmalloc ------------------
+# ---- malloc: the training loop's default path against the earlier ones -------------------
 
 @contextlib.contextmanager
 def conv1x1_as_convolution() -> Iterator[None]:
@@ -542,7 +543,6 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
                    str(budget.malloc_steps), "--conv1x1", form]
             out = subprocess.run(cmd, env=e, capture_output=True, text=True, check=True).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
-    before = "system, 1x1 as convolution"
     rows = {name: {"allocator": rs[0]["allocator"], "conv1x1": rs[0]["conv1x1"],
                    **{k: sig(statistics.median(r[k] for r in rs))
                       for k in ("steps_per_s", "minor_faults_per_step", "system_cpu_share")},
@@ -555,8 +555,8 @@ def malloc(args, budget: Budget) -> dict[str, Any]:
             "libraries": {name: str(p) for name, p in libs.items()}, "allocators": rows,
             "speedup": {name: sig(rows[name]["steps_per_s"] / rows["system"]["steps_per_s"])
                         for name in paths if name != "system"},
-            "speedup_over_before": {name: sig(rows[name]["steps_per_s"] / rows[before]["steps_per_s"])
-                                    for name in paths if name != before},
+            "speedup_over_before": {name: sig(rows[name]["steps_per_s"] / rows[BEFORE]["steps_per_s"])
+                                    for name in paths if name != BEFORE},
             "options": {name: {k: v for k, v in e.items() if k.startswith(("MIMALLOC_", "TCMALLOC_"))}
                         for name, (e, _) in paths.items()},
             "default": default_name,
@@ -659,9 +659,8 @@ def training_md(d: dict[str, Any]) -> list[str]:
 def malloc_md(d: dict[str, Any]) -> list[str]:
     if "skipped" in d:
         return [f"Skipped: {d['skipped']}.", ""]
-    before = "system, 1x1 as convolution"
     lines = [f"{d['setting']}:", ""]
-    lines += table(["path", "steps/s", f"vs {before}",
+    lines += table(["path", "steps/s", f"vs {BEFORE}",
                     "minor page faults / step", "system CPU share"],
                    [[name + (" (the default)" if name == d["default"] else ""),
                      f"{r['steps_per_s']:.2f}",

@@ -60,12 +60,28 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
 
-def _shifted_taps(xp: jax.Array, s: int, ho: int, wo: int):
-    """The nine views of a padded [N, H+2, W+2, C] that tap (i, j) of a stride-``s`` 3x3 window
-    reads, each [N, ho, wo, C]."""
+def _taps(xp: jax.Array, s: int, ho: int, wo: int):
+    """(i, j, view) for the 3x3 taps: the view [N, ho, wo, C] of the padded ``xp`` that tap
+    (i, j) reads at stride ``s``."""
     for i in range(3):
         for j in range(3):
             yield i, j, xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+
+
+def _shift_sum(xp: jax.Array, kernel: jax.Array, s: int, ho: int, wo: int) -> jax.Array:
+    """sum over the taps of kernel[i, j, 0] times the view tap (i, j) reads: nine shifted
+    multiply-adds."""
+    out = None
+    for i, j, view in _taps(xp, s, ho, wo):
+        out = view * kernel[i, j, 0] if out is None else out + view * kernel[i, j, 0]
+    return out
+
+
+def _depthwise3x3_padded(x: jax.Array, kernel: jax.Array, stride: int) -> tuple[jax.Array, jax.Array]:
+    """The output and the padded input it was computed from."""
+    _, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return _shift_sum(xp, kernel, stride, (h - 1) // stride + 1, (w - 1) // stride + 1), xp
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -75,35 +91,25 @@ def depthwise3x3(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     computes the same derivatives as differentiating this function, in the form XLA's CPU backend
     runs fastest: the input's as one more shifted multiply-add (of the cotangent, spread by the
     stride and padded, with the kernel flipped), the kernel's as one reduction per tap."""
-    _, h, w, _ = x.shape
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    out = None
-    for i, j, tap in _shifted_taps(xp, stride, ho, wo):
-        out = tap * kernel[i, j, 0] if out is None else out + tap * kernel[i, j, 0]
-    return out
+    return _depthwise3x3_padded(x, kernel, stride)[0]
 
 
 def _depthwise3x3_fwd(x, kernel, stride):
-    return depthwise3x3(x, kernel, stride), (x, kernel)
+    out, xp = _depthwise3x3_padded(x, kernel, stride)
+    return out, (xp, kernel)
 
 
 def _depthwise3x3_bwd(stride, residuals, g):
-    x, kernel = residuals
-    _, h, w, c = x.shape
+    xp, kernel = residuals
+    h, w, c = xp.shape[1] - 2, xp.shape[2] - 2, xp.shape[3]
     ho, wo = g.shape[1:3]
     # g spread to the stride (s - 1 zeros between entries) and padded so that input row r
     # receives sum_i g[(r + 1 - i) / s] * k[i]: the correlation with the flipped kernel
     zero = jnp.zeros((), g.dtype)
     gp = jax.lax.pad(g, zero, ((0, 0, 0), (1, h - stride * (ho - 1), stride - 1),
                                (1, w - stride * (wo - 1), stride - 1), (0, 0, 0)))
-    dx = None
-    for i in range(3):
-        for j in range(3):
-            tap = gp[:, 2 - i:2 - i + h, 2 - j:2 - j + w, :] * kernel[i, j, 0]
-            dx = tap if dx is None else dx + tap
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    dk = jnp.stack([jnp.sum(tap * g, axis=(0, 1, 2)) for _, _, tap in _shifted_taps(xp, stride, ho, wo)])
+    dx = _shift_sum(gp, kernel[::-1, ::-1], 1, h, w)
+    dk = jnp.stack([jnp.sum(view * g, axis=(0, 1, 2)) for _, _, view in _taps(xp, stride, ho, wo)])
     return dx, dk.reshape(3, 3, 1, c).astype(kernel.dtype)
 
 
