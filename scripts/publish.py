@@ -10,6 +10,19 @@ variables.npz, evaluable with ``python -m experiments.evaluate checkpoint=DEST/n
 ``--original-at DIR`` leaves the original out when it is published there already),
 and writes RUN.md: the command, seed, commit, wall time and machine. Files larger than
 --max-mb are refused (networks are published only when small).
+
+    python scripts/publish.py RUN_DIR results/cifar10/converged/original --original-only \
+        --command "python -m experiments.run +exp=cifar10_converged seed=0 reduce=condense"
+
+``--original-only`` publishes a run's trained original as soon as it is recorded (the
+``original`` event of metrics.jsonl, networks/original), before or without its reductions: a
+network that takes most of a session to train, which runs in other sessions reduce by
+``reduce.original=DEST/networks/original``. It writes config.yaml, networks/original, the log
+up to that event (metrics.jsonl), ``original.json`` (the original's metrics, epoch, seed, the
+commits of the processes that trained it, the wall time summed over them, each from its
+``start`` event to its last event, and the machine), ``training.png`` (the per-epoch losses and
+validation metric) and RUN.md. Publish it on the machine that trained it: the machine is this
+process's.
 """
 from __future__ import annotations
 
@@ -21,9 +34,59 @@ import sys
 from pathlib import Path
 
 FILES = ("summary.json", "curve.csv", "size_vs_metric.png", "config.yaml", "metrics.jsonl")
+ORIGINAL = ("config.yaml", "networks/original/network.json", "networks/original/variables.npz")
 
 
-def main() -> int:
+def original_record(run: Path) -> tuple[list[str], dict]:
+    """The lines of ``run/metrics.jsonl`` up to its first ``original`` event, and what they say
+    about the original: its metrics, the commits of the processes that trained it and their
+    wall time (each process from its ``start`` event to its last event). ValueError when the
+    original is not recorded yet."""
+    path = run / "metrics.jsonl"
+    lines, events = [], []
+    for line in path.read_text().splitlines():
+        lines.append(line)
+        events.append(json.loads(line))
+        if events[-1].get("event") == "original":
+            break
+    else:
+        raise ValueError(f"{path} has no 'original' event: the original is not trained and "
+                         "recorded yet")
+    wall, commits, begun, last = 0.0, [], None, None
+    for e in events:
+        if e.get("event") == "start":
+            wall += (last - begun) if begun is not None else 0.0
+            begun = e["time"]
+            commits.append(e.get("commit"))
+        last = e["time"]
+    wall += last - begun if begun is not None else 0.0
+    original = {k: v for k, v in events[-1].items() if k not in ("time", "event")}
+    return lines, {"original": original, "commits": commits, "wall_time_s": round(wall, 1)}
+
+
+def plot_training(events: list[dict], metric: str, path: Path) -> None:
+    """Per training epoch: the training and validation losses, and the validation metric."""
+    from condensation.plots import save_figure, subplots
+
+    epochs = [e for e in events if e.get("event") == "epoch" and e.get("phase") == "train"]
+    xs = [e["epoch"] for e in epochs]
+    fig, (ax, ax2) = subplots(1, 2, figsize=(10, 3.8))
+    ax.plot(xs, [e["train_loss"] for e in epochs], label="training (on augmented batches)")
+    ax.plot(xs, [e["val_loss"] for e in epochs], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax2.plot(xs, [e[f"val_{metric}"] for e in epochs], color="tab:orange")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(f"validation {metric}")
+    ax2.grid(alpha=0.3)
+    fig.suptitle("training the original", fontsize=10)
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("dest", type=Path)
@@ -34,8 +97,12 @@ def main() -> int:
     ap.add_argument("--original-at", type=Path, default=None,
                     help="the original network is published already in this folder (a run that "
                          "reduced it with reduce.original): leave its copies out, say where it is")
-    args = ap.parse_args()
+    ap.add_argument("--original-only", action="store_true",
+                    help="publish the trained original alone, once it is recorded (see above)")
+    args = ap.parse_args(argv)
     run, dest = args.run_dir, args.dest
+    if args.original_only:
+        return publish_original(run, dest, args.command, args.max_mb)
     missing = [f for f in FILES if not (run / f).is_file()]
     if missing:
         print(f"error: {run} is not a finished run (missing {', '.join(missing)})", file=sys.stderr)
@@ -48,16 +115,9 @@ def main() -> int:
                     for f in ("network.json", "variables.npz")]
     if args.original_at is not None:
         sources = [p for p in sources if "original" not in p.relative_to(run).parts]
-    too_big = [p for p in sources if p.stat().st_size > args.max_mb * 2**20]
-    if too_big:
-        print(f"error: larger than {args.max_mb} MB: {', '.join(map(str, too_big))}", file=sys.stderr)
+    if too_big_refused(sources, args.max_mb):
         return 2
-    tmp = dest.with_name(f".{dest.name}.publishing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for src in sources:
-        target = tmp / src.relative_to(run)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
+    tmp = staged(run, dest, sources)
     s = json.loads((run / "summary.json").read_text())
     (tmp / "RUN.md").write_text(
         f"# {s.get('experiment', dest.name)}: how this was produced\n\n"
@@ -69,18 +129,88 @@ def main() -> int:
         + (f"- the original network: {args.original_at} (not copied here)\n"
            if args.original_at is not None else "")
     )
-    # swap in the new folder whole: a reader never sees half of one and half of another
+    swap_in(tmp, dest)
+    checker = Path(__file__).resolve().parents[2] / "shared" / "tools" / "check-results"
+    if checker.exists():
+        return subprocess.run([sys.executable, str(checker), str(dest)]).returncode
+    print(f"published {dest}")
+    return 0
+
+
+def publish_original(run: Path, dest: Path, command: str, max_mb: float) -> int:
+    missing = [f for f in (*ORIGINAL, "metrics.jsonl") if not (run / f).is_file()]
+    if missing:
+        print(f"error: {run} has no recorded original (missing {', '.join(missing)})", file=sys.stderr)
+        return 2
+    try:
+        lines, record = original_record(run)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sources = [run / f for f in ORIGINAL]
+    if too_big_refused(sources, max_mb):
+        return 2
+    import yaml
+
+    from condensation.provenance import machine
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    events = [json.loads(line) for line in lines]
+    # the task's metric: a training epoch's validation entry besides the loss, else the loss
+    metric = next((k[4:] for e in events if e.get("event") == "epoch" for k in e
+                   if k.startswith("val_") and k != "val_loss"), "loss")
+    record = {"experiment": cfg.get("name"), "metric": f"test_{metric}", "seed": cfg["seed"],
+              **record, "machine": machine()}
+    tmp = staged(run, dest, sources)
+    (tmp / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp / "original.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot_training(events, metric, tmp / "training.png")
+    o, wall = record["original"], record["wall_time_s"]
+    (tmp / "RUN.md").write_text(
+        f"# {record['experiment']}: the trained original, how it was produced\n\n"
+        "The training phase of this command, published at its `original` event (what the "
+        "command does after it, reducing the network, is not part of this folder):\n\n"
+        f"    {command}\n\n"
+        f"- test {metric} {o['test']:.4f}, validation {o['val']:.4f}, {o['params']:,} parameters, "
+        f"the network of epoch {o.get('epoch')}\n"
+        f"- seed: {record['seed']}\n- commits: {', '.join(map(str, record['commits']))}\n"
+        f"- wall time: {wall:.0f} s ({wall / 3600:.2f} h), summed over its processes\n"
+        f"- machine: {record['machine']}\n"
+        "- resolved config: config.yaml; per-epoch log: metrics.jsonl (to the original); "
+        "training.png; original.json\n"
+        f"- reduce it: `reduce.original={dest / 'networks' / 'original'}`\n"
+    )
+    swap_in(tmp, dest)
+    print(f"published {dest}")
+    return 0
+
+
+def too_big_refused(sources: list[Path], max_mb: float) -> bool:
+    too_big = [p for p in sources if p.stat().st_size > max_mb * 2**20]
+    if too_big:
+        print(f"error: larger than {max_mb} MB: {', '.join(map(str, too_big))}", file=sys.stderr)
+    return bool(too_big)
+
+
+def staged(run: Path, dest: Path, sources: list[Path]) -> Path:
+    """A fresh temporary folder beside ``dest`` with ``sources`` copied in (paths kept)."""
+    tmp = dest.with_name(f".{dest.name}.publishing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for src in sources:
+        target = tmp / src.relative_to(run)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return tmp
+
+
+def swap_in(tmp: Path, dest: Path) -> None:
+    """Replace ``dest`` by ``tmp`` whole: a reader never sees half of one and half of another."""
     old = dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
         dest.rename(old)
     tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
-    checker = Path(__file__).resolve().parents[2] / "shared" / "tools" / "check-results"
-    if checker.exists():
-        return subprocess.run([sys.executable, str(checker), str(dest)]).returncode
-    print(f"published {dest}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -355,6 +355,43 @@ def test_target_mode_baseline_reduces_the_condensation_runs_original(tmp_path):
                                   variables["params"]["Dense_0"]["kernel"])
 
 
+def test_a_published_original_is_reduced_by_a_later_run(condensed, tmp_path, monkeypatch):
+    """publish.py --original-only: a run's trained original with its log up to the ``original``
+    event and its provenance; a run given ``reduce.original`` = that network trains nothing and
+    reduces it (how a network that takes a session to train is reduced in later sessions). A run
+    whose original is not recorded yet is refused and nothing is written."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import publish
+
+    cond_dir, cond = condensed
+    dest = tmp_path / "results" / "original"
+    argv = ["--original-only", "--command", "python -m experiments.run +exp=toy"]
+    assert publish.main([str(cond_dir), str(dest), *argv]) == 0
+    record = json.loads((dest / "original.json").read_text())
+    assert record["original"]["test"] == cond["original_metric"] and record["seed"] == cond["seed"]
+    assert record["commits"] == [cond["commit"]] and 0 < record["wall_time_s"] < cond["wall_time_s"]
+    events = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "original"
+    assert events[-2]["epoch"] == compose_config(TINY_TOY)["train"]["epochs"]
+    assert (dest / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert "python -m experiments.run +exp=toy" in (dest / "RUN.md").read_text()
+
+    red = compose_config([*TINY_TOY, "reduce=importance", "reduce.mode=target", "reduce.target=0.5",
+                          f"reduce.original={dest / 'networks' / 'original'}"])
+    calls = count_epochs(monkeypatch)
+    summary = train_and_reduce(red, tmp_path / "run")
+    assert summary["original_metric"] == cond["original_metric"]
+    assert len(calls) == red["reduce"]["finetune_epochs"]  # fine-tuning only
+
+    young = tmp_path / "young"
+    shutil.copytree(cond_dir, young)
+    log = (young / "metrics.jsonl").read_text().splitlines()
+    recorded = [json.loads(line)["event"] for line in log].index("original")
+    (young / "metrics.jsonl").write_text("\n".join(log[:recorded]) + "\n")
+    assert publish.main([str(young), str(tmp_path / "early"), *argv]) == 2
+    assert not (tmp_path / "early").exists() and not list(tmp_path.glob(".early*"))
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["reduce.target_sizes=[0.4,0.7]"], "decreasing fractions"),
     (["reduce.target_sizes=[0.7,1.0]"], "decreasing fractions"),
