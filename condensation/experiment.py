@@ -197,11 +197,12 @@ def resume(run: Run, reduce_anew: bool) -> None:
 
     restored = run.ckpt.restore(abstract, report)
     if restored is None:
-        run.log.log(event="start", network=run.net.to_dict(), commit=run.commit)
+        run.log.log(event="start", network=run.net.to_dict(), commit=run.commit, machine=machine())
     else:
         run.state, run.train_state = restored
         st = run.state
-        run.log.log(event="resume", phase=st.phase, epoch=st.epoch, round=st.round, commit=run.commit)
+        run.log.log(event="resume", phase=st.phase, epoch=st.epoch, round=st.round, commit=run.commit,
+                    machine=machine())
         if changed(st) and st.phase != "train":
             _, original_vars, _ = load_network(run.nets / "original")
             save_network(run.nets / "reduced", run.net, original_vars, metrics=st.original, round=None)

@@ -16,13 +16,12 @@ and writes RUN.md: the command, seed, commit, wall time and machine. Files large
 
 ``--original-only`` publishes a run's trained original as soon as it is recorded (the
 ``original`` event of metrics.jsonl, networks/original), before or without its reductions: a
-network that takes most of a session to train, which runs in other sessions reduce by
+network that takes most of a session to train, so that later sessions can reduce it with
 ``reduce.original=DEST/networks/original``. It writes config.yaml, networks/original, the log
 up to that event (metrics.jsonl), ``original.json`` (the original's metrics, epoch, seed, the
 commits of the processes that trained it, the wall time summed over them, each from its
-``start`` event to its last event, and the machine), ``training.png`` (the per-epoch losses and
-validation metric) and RUN.md. Publish it on the machine that trained it: the machine is this
-process's.
+``start``/``resume`` event to its last event, and the machine), ``training.png`` (the per-epoch
+losses and validation metric) and RUN.md.
 """
 from __future__ import annotations
 
@@ -37,38 +36,53 @@ FILES = ("summary.json", "curve.csv", "size_vs_metric.png", "config.yaml", "metr
 ORIGINAL = ("config.yaml", "networks/original/network.json", "networks/original/variables.npz")
 
 
-def original_record(run: Path) -> tuple[list[str], dict]:
-    """The lines of ``run/metrics.jsonl`` up to its first ``original`` event, and what they say
-    about the original: its metrics, the commits of the processes that trained it and their
-    wall time (each process from its ``start`` event to its last event). ValueError when the
-    original is not recorded yet."""
+PROCESS = ("start", "resume")  # the events that begin a process's part of metrics.jsonl
+
+
+def original_record(run: Path) -> tuple[list[str], list[dict], dict]:
+    """The lines of ``run/metrics.jsonl`` up to its last ``original`` event, the events of the
+    processes that trained that original, and what they say
+    about that original: its metrics, and of the processes that trained it (from the ``start``
+    before its ``init`` on; a log may hold an earlier attempt before) the commits, the machine
+    (of the last; None in logs older than the field) and the wall time, each process counted
+    from its ``start``/``resume`` event to its last event. ValueError when no original is
+    recorded or this run did not train its own (it started from ``reduce.original``)."""
     path = run / "metrics.jsonl"
-    lines, events = [], []
-    for line in path.read_text().splitlines():
-        lines.append(line)
-        events.append(json.loads(line))
-        if events[-1].get("event") == "original":
-            break
-    else:
+    lines = path.read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    kinds = [e.get("event") for e in events]
+    if "original" not in kinds:
         raise ValueError(f"{path} has no 'original' event: the original is not trained and "
                          "recorded yet")
-    wall, commits, begun, last = 0.0, [], None, None
-    for e in events:
-        if e.get("event") == "start":
-            wall += (last - begun) if begun is not None else 0.0
-            begun = e["time"]
-            commits.append(e.get("commit"))
+    end = len(kinds) - 1 - kinds[::-1].index("original")
+    inits = [i for i in range(end) if kinds[i] == "init"]
+    if not inits:
+        raise ValueError(f"{path}: this run did not train its original (no 'init' event before "
+                         "it: it started from reduce.original); publish the run that trained it")
+    begin = max(i for i in range(inits[-1] + 1) if kinds[i] == "start")
+    wall, processes, began, last = 0.0, [], 0.0, 0.0
+    for e in events[begin:end + 1]:
+        if e.get("event") in PROCESS:
+            wall += last - began if processes else 0.0  # the process before ended at its last event
+            began = e["time"]
+            processes.append(e)
         last = e["time"]
-    wall += last - begun if begun is not None else 0.0
-    original = {k: v for k, v in events[-1].items() if k not in ("time", "event")}
-    return lines, {"original": original, "commits": commits, "wall_time_s": round(wall, 1)}
+    wall += last - began
+    original = {k: v for k, v in events[end].items() if k not in ("time", "event")}
+    return lines[:end + 1], events[begin:end + 1], {"original": original,
+                                                    "commits": [p.get("commit") for p in processes],
+                                                    "machine": processes[-1].get("machine"),
+                                                    "wall_time_s": round(wall, 1)}
 
 
 def plot_training(events: list[dict], metric: str, path: Path) -> None:
     """Per training epoch: the training and validation losses, and the validation metric."""
     from condensation.plots import save_figure, subplots
 
-    epochs = [e for e in events if e.get("event") == "epoch" and e.get("phase") == "train"]
+    # an epoch logged twice (a process killed after it, before its checkpoint): the later one
+    epochs = sorted({e["epoch"]: e for e in events
+                     if e.get("event") == "epoch" and e.get("phase") == "train"}.values(),
+                    key=lambda e: e["epoch"])
     xs = [e["epoch"] for e in epochs]
     fig, (ax, ax2) = subplots(1, 2, figsize=(10, 3.8))
     ax.plot(xs, [e["train_loss"] for e in epochs], label="training (on augmented batches)")
@@ -142,8 +156,14 @@ def publish_original(run: Path, dest: Path, command: str, max_mb: float) -> int:
     if missing:
         print(f"error: {run} has no recorded original (missing {', '.join(missing)})", file=sys.stderr)
         return 2
+    saved = json.loads((run / "networks" / "original" / "network.json").read_text()).get("metrics", {})
     try:
-        lines, record = original_record(run)
+        lines, events, record = original_record(run)
+        o = record["original"]
+        if (o.get("test"), o.get("epoch")) != (saved.get("test"), saved.get("epoch")):
+            raise ValueError(f"{run}/networks/original is not the network of the log's last "
+                             f"'original' event (test {saved.get('test')} at epoch "
+                             f"{saved.get('epoch')}, the log: {o.get('test')} at {o.get('epoch')})")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -155,12 +175,16 @@ def publish_original(run: Path, dest: Path, command: str, max_mb: float) -> int:
     from condensation.provenance import machine
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    events = [json.loads(line) for line in lines]
     # the task's metric: a training epoch's validation entry besides the loss, else the loss
     metric = next((k[4:] for e in events if e.get("event") == "epoch" for k in e
                    if k.startswith("val_") and k != "val_loss"), "loss")
-    record = {"experiment": cfg.get("name"), "metric": f"test_{metric}", "seed": cfg["seed"],
-              **record, "machine": machine()}
+    if record["machine"] is None:  # a log older than the field: say whose it is
+        record["machine"] = f"{machine()} (of the publishing process: the log records none)"
+    record = {"experiment": cfg.get("name"), "metric": f"test_{metric}", "seed": cfg["seed"], **record}
+    try:
+        shown = dest.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = dest.resolve()
     tmp = staged(run, dest, sources)
     (tmp / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (tmp / "original.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -178,7 +202,7 @@ def publish_original(run: Path, dest: Path, command: str, max_mb: float) -> int:
         f"- machine: {record['machine']}\n"
         "- resolved config: config.yaml; per-epoch log: metrics.jsonl (to the original); "
         "training.png; original.json\n"
-        f"- reduce it: `reduce.original={dest / 'networks' / 'original'}`\n"
+        f"- reduce it: `reduce.original={shown / 'networks' / 'original'}`\n"
     )
     swap_in(tmp, dest)
     print(f"published {dest}")

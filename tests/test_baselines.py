@@ -357,9 +357,10 @@ def test_target_mode_baseline_reduces_the_condensation_runs_original(tmp_path):
 
 def test_a_published_original_is_reduced_by_a_later_run(condensed, tmp_path, monkeypatch):
     """publish.py --original-only: a run's trained original with its log up to the ``original``
-    event and its provenance; a run given ``reduce.original`` = that network trains nothing and
-    reduces it (how a network that takes a session to train is reduced in later sessions). A run
-    whose original is not recorded yet is refused and nothing is written."""
+    event and its provenance (a resumed run's wall time without the gap between its processes);
+    a run given ``reduce.original`` = that network trains nothing and reduces it (how a network
+    that takes a session to train is reduced in later sessions). A run whose original is not
+    recorded yet is refused and nothing is written; so is a run that did not train its own."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import publish
 
@@ -369,6 +370,7 @@ def test_a_published_original_is_reduced_by_a_later_run(condensed, tmp_path, mon
     assert publish.main([str(cond_dir), str(dest), *argv]) == 0
     record = json.loads((dest / "original.json").read_text())
     assert record["original"]["test"] == cond["original_metric"] and record["seed"] == cond["seed"]
+    assert record["metric"] == "test_loss" and record["machine"] == cond["machine"]
     assert record["commits"] == [cond["commit"]] and 0 < record["wall_time_s"] < cond["wall_time_s"]
     events = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "original"
@@ -382,6 +384,22 @@ def test_a_published_original_is_reduced_by_a_later_run(condensed, tmp_path, mon
     summary = train_and_reduce(red, tmp_path / "run")
     assert summary["original_metric"] == cond["original_metric"]
     assert len(calls) == red["reduce"]["finetune_epochs"]  # fine-tuning only
+    assert publish.main([str(tmp_path / "run"), str(tmp_path / "again"), *argv]) == 2
+
+    resumed = tmp_path / "resumed"  # killed after epoch 2, resumed an hour later elsewhere
+    shutil.copytree(cond_dir, resumed)
+    log = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    cut = [i for i, e in enumerate(log) if e["event"] == "epoch"][1] + 1
+    later = [{**e, "time": e["time"] + 3600} for e in log[cut:]]
+    resume = {"time": later[0]["time"] - 1, "event": "resume", "commit": "c" * 40, "machine": "m"}
+    (resumed / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in
+                                                   [*log[:cut], resume, *later]))
+    assert publish.main([str(resumed), str(dest), *argv]) == 0  # replaces the folder
+    again = json.loads((dest / "original.json").read_text())
+    assert again["commits"] == [cond["commit"], "c" * 40] and again["machine"] == "m"
+    # the first process up to epoch 2, the second from its resume event: the hour is left out
+    lost = log[cut]["time"] - log[cut - 1]["time"] - 1
+    assert again["wall_time_s"] == pytest.approx(record["wall_time_s"] - lost, abs=0.11)
 
     young = tmp_path / "young"
     shutil.copytree(cond_dir, young)
