@@ -70,3 +70,21 @@ def test_evaluate_reproduces_the_published_metric(exp, folder, which, key, tmp_p
     assert result["params"] == summary["original_params" if which == "original" else "reduced_params"]
     assert len(result["commit"].split("-")[0]) == 40 and "cores" in result["machine"]
     assert result["wall_time_s"] >= 0
+
+
+# originals published alone (scripts/publish.py --original-only): their original.json's numbers
+ORIGINALS = [pytest.param("cifar10/converged/original", id="cifar10_converged", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("folder", ORIGINALS)
+def test_evaluate_reproduces_a_published_original(folder, tmp_path):
+    published = RESULTS / folder
+    if not (published / "original.json").is_file():
+        pytest.skip(f"{published} is not published")
+    record = json.loads((published / "original.json").read_text())
+    out = tmp_path / "evaluation.json"
+    assert evaluate.main([f"checkpoint={published / 'networks' / 'original'}", f"out={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert result["metric"] == record["metric"]
+    assert result["value"] == pytest.approx(record["original"]["test"], rel=1e-5, abs=1e-6)
+    assert result["params"] == record["original"]["params"]
