@@ -37,6 +37,8 @@ CASES = [
       for m in ("importance", "condense")],
     *[(f"cifar10/size_115/{m}/config.yaml", f"cifar10/size_115/{m}/RUN.md", ["experiments.run"], [])
       for m in ("importance", "condense")],
+    ("cifar10/converged/original/config.yaml", "cifar10/converged/original/RUN.md",
+     ["experiments.run"], []),
 ]
 
 
