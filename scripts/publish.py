@@ -34,19 +34,17 @@ from pathlib import Path
 
 FILES = ("summary.json", "curve.csv", "size_vs_metric.png", "config.yaml", "metrics.jsonl")
 ORIGINAL = ("config.yaml", "networks/original/network.json", "networks/original/variables.npz")
-
-
 PROCESS = ("start", "resume")  # the events that begin a process's part of metrics.jsonl
 
 
 def original_record(run: Path) -> tuple[list[str], list[dict], dict]:
-    """The lines of ``run/metrics.jsonl`` up to its last ``original`` event, the events of the
-    processes that trained that original, and what they say
-    about that original: its metrics, and of the processes that trained it (from the ``start``
-    before its ``init`` on; a log may hold an earlier attempt before) the commits, the machine
-    (of the last; None in logs older than the field) and the wall time, each process counted
-    from its ``start``/``resume`` event to its last event. ValueError when no original is
-    recorded or this run did not train its own (it started from ``reduce.original``)."""
+    """The lines of ``run/metrics.jsonl`` up to its last ``original`` event; the events of the
+    processes that trained that original (from the ``start`` before its ``init`` on: a log may
+    hold an earlier attempt before); and a record: the original's metrics, those processes'
+    commits, the last one's machine (None in logs older than the field) and their wall time,
+    each process counted from its ``start``/``resume`` event to its last event. ValueError when
+    no original is recorded or this run did not train its own (it started from
+    ``reduce.original``)."""
     path = run / "metrics.jsonl"
     lines = path.read_text().splitlines()
     events = [json.loads(line) for line in lines]
