@@ -76,7 +76,8 @@ def test_evaluate_reproduces_the_published_metric(exp, folder, which, key, tmp_p
 
 
 # originals published alone (scripts/publish.py --original-only): their original.json's numbers
-ORIGINALS = [pytest.param("cifar10/converged/original", id="cifar10_converged", marks=pytest.mark.slow)]
+ORIGINALS = [pytest.param(f"cifar10/{d}/original", id=f"cifar10_{d}", marks=pytest.mark.slow)
+             for d in ("converged", "converged_bn01")]
 
 
 @pytest.mark.parametrize("folder", ORIGINALS)
