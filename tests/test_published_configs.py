@@ -40,7 +40,8 @@ CASES = [
     ("cifar10/converged/original/config.yaml", "cifar10/converged/original/RUN.md",
      ["experiments.run"], []),
     *[(f"cifar10/converged/{m}/config.yaml", f"cifar10/converged/{m}/RUN.md", ["experiments.run"], [])
-      for m in ("importance", "condense")],    ("cifar10/converged_bn01/original/config.yaml", "cifar10/converged_bn01/original/RUN.md",
+      for m in ("importance", "condense")],
+    ("cifar10/converged_bn01/original/config.yaml", "cifar10/converged_bn01/original/RUN.md",
      ["experiments.run"], []),
 ]
 
