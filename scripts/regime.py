@@ -11,7 +11,9 @@ the paper compares) and each producer's part at unit norm (``reduce.similarity=p
 after the kernel entries that no calibration input reaches are set to 0 (``reduce.dead_inputs=
 zero``: the outer depthwise taps at 1x1 resolution only ever shrink by weight decay, so they
 would measure the training length rather than condensation); and the units constant on the
-calibration inputs, of which those exactly 0 (dead). The calibration inputs are drawn as the
+calibration inputs, of which those exactly 0 (dead); and the groups the live (non-constant) units
+form among themselves (a layer whose units all stopped learning would otherwise count as
+condensed). The calibration inputs are drawn as the
 experiments draw round 0's (the run's seed; ``--calibration`` of them, by default the run's
 ``reduce.calibration`` or 2048). A group whose consumers read its units flattened with others
 (a plain CNN's classifier) is listed as skipped. ``--reduced LABEL=RUN`` adds
@@ -19,7 +21,8 @@ that run's accuracy before and after fine-tuning (its ``summary.json``; e.g. the
 pipeline, ``+exp=cifar10_115 reduce.original=RUN/networks/original``) to the label's row.
 
 Writes ``DIR/regime.json`` (every number, the runs, commit) and ``DIR/regime.png`` (per layer:
-groups / width for both similarities and constant units / width, one line per run).
+groups / width for both similarities, groups among live units / live units, and constant units /
+width, one line per run).
 """
 from __future__ import annotations
 
@@ -92,13 +95,15 @@ def measure(run: Path, threshold: float, n_calib: int | None) -> list[dict[str, 
             continue
         acts, _ = inputs[module_path(group.consumers[0])]
         acts = np.asarray(acts).reshape(-1, acts.shape[-1])
-        row = {"group": group.name, "width": int(acts.shape[1]),
-               "constant": int(constant_units(inputs, group).sum()),
-               "dead": int((np.abs(acts).max(axis=0) == 0).sum())}
+        constant = constant_units(inputs, group)
+        row = {"group": group.name, "width": int(acts.shape[1]), "constant": int(constant.sum()),
+               "dead": int((np.abs(acts).max(axis=0) == 0).sum()), "live": int((~constant).sum())}
         zeroed = zero_dead_inputs(module, variables, x, group)
         for sim in ("weights", "parts"):
             vectors = unit_vectors(zeroed, group, inputs, sim)
             row[f"groups_{sim}"] = num_groups(assign_groups(vectors, threshold))
+            live = vectors[np.flatnonzero(~constant)]
+            row[f"groups_{sim}_live"] = num_groups(assign_groups(live, threshold)) if len(live) else 0
         rows.append(row)
     return rows
 
@@ -114,12 +119,15 @@ def accuracy(run: Path) -> dict[str, Any]:
 def plot(results: dict[str, dict[str, Any]], threshold: float, path: Path) -> None:
     panels = (("groups_weights", f"groups at cos >= {threshold:g} / width\n(input vectors)"),
               ("groups_parts", f"groups at cos >= {threshold:g} / width\n(producer parts at unit norm)"),
+              ("groups_weights_live",
+               f"groups at cos >= {threshold:g} among live\nunits / live units (input vectors)"),
               ("constant", "constant units / width\n(on the calibration images)"))
-    fig, axes = subplots(len(panels), 1, figsize=(10, 8), sharex=True)
+    fig, axes = subplots(len(panels), 1, figsize=(10, 10), sharex=True)
     for (label, res), color in zip(results.items(), color_cycle(), strict=False):
         rows = res["layers"]
         for ax, (key, _) in zip(axes, panels, strict=True):
-            ax.plot([np.nan if "skipped" in r else r[key] / r["width"] for r in rows], "o-",
+            per = "live" if key.endswith("_live") else "width"
+            ax.plot([np.nan if "skipped" in r or not r[per] else r[key] / r[per] for r in rows], "o-",
                     color=color, ms=3, label=label)
     for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set_ylabel(title, fontsize=8)
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         results[label]["reduced"] = accuracy(run)
     for res in results.values():
         res["totals"] = {k: sum(r[k] for r in res["layers"] if "skipped" not in r)
-                         for k in ("width", "groups_weights", "groups_parts", "constant", "dead")}
+                         for k in ("width", "groups_weights", "groups_parts", "constant", "dead",
+                                   "live", "groups_weights_live", "groups_parts_live")}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "regime.json", {"threshold": args.threshold, "calibration": args.calibration,
                                            "commit": git_commit(), "command": " ".join(sys.argv),

@@ -438,7 +438,8 @@ def test_none_fine_tunes_the_original_as_the_reduced_networks_are(tmp_path):
 def test_regime_script_counts_groups_and_dead_units(condensed, tmp_path):
     """The first hidden layer (input x in [-1, 1], so each unit's input vector is (w, b)) set by
     hand: units at angles 40 degrees apart (no two aligned at cos 0.95), unit 2 twice unit 1
-    (aligned), unit 0 = (0, -1): ReLU(-1) = 0 on every input (dead, constant, its own group)."""
+    (aligned), unit 0 = (0, -1): ReLU(-1) = 0 on every input (dead, constant, its own group;
+    not among the live units' groups)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import regime
 
@@ -456,8 +457,11 @@ def test_regime_script_counts_groups_and_dead_units(condensed, tmp_path):
     d = json.loads((out / "regime.json").read_text())
     layers = d["results"]["small"]["layers"]
     assert [r["width"] for r in layers] == cond["widths_before"] and layers[0]["width"] == 8
-    assert {k: layers[0][k] for k in ("groups_weights", "groups_parts", "dead", "constant")} == \
-        {"groups_weights": 7, "groups_parts": 7, "dead": 1, "constant": 1}
+    keys = ("groups_weights", "groups_parts", "dead", "constant", "live", "groups_weights_live",
+            "groups_parts_live")
+    assert {k: layers[0][k] for k in keys} == \
+        {"groups_weights": 7, "groups_parts": 7, "dead": 1, "constant": 1, "live": 7,
+         "groups_weights_live": 6, "groups_parts_live": 6}
     assert d["results"]["small"]["reduced"]["after_finetune"] == cond["reduced_metric_after_finetune"]
     assert (out / "regime.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no networks/original"):
